@@ -1,0 +1,124 @@
+import { ulid } from 'ulid'
+import type { Message } from './schema.js'
+
+/** A correction made while storing a message, recorded as an ingestion warning. */
+export type Warning = { path: string; message: string }
+
+export type EventRow = {
+  source: string
+  message_id: string
+  type: string
+  event: string
+  user_id: string
+  anonymous_id: string
+  account_id: string
+  timestamp: string
+  original_timestamp: string | null
+  sent_at: string | null
+  received_at: string
+  properties: string
+  traits: string
+  context: string
+  previous_id: string
+}
+
+/** Segment's rule: a timestamp more than this far ahead of the server's clock is not believed. */
+export const FUTURE_LIMIT_MS = 23 * 60 * 60 * 1000
+
+/** ClickHouse DateTime64(3) text in UTC: `2026-11-23 10:00:00.123`. */
+export function chTime(ms: number): string {
+  return new Date(ms).toISOString().replace('T', ' ').replace('Z', '')
+}
+
+/**
+ * Clock-skew correction as Segment does it: the client's clock may be wrong, but the interval
+ * between the event and the send is right, so `timestamp = receivedAt − (sentAt − originalTimestamp)`.
+ * A result more than 23 hours in the future is replaced by `receivedAt`, with a warning.
+ */
+export function correctTimestamp(
+  original: number | undefined,
+  sentAt: number | undefined,
+  receivedAt: number,
+): { timestamp: number; warning?: Warning } {
+  let ts = original ?? receivedAt
+  if (original !== undefined && sentAt !== undefined) ts = receivedAt - (sentAt - original)
+  if (ts - receivedAt > FUTURE_LIMIT_MS) {
+    return {
+      timestamp: receivedAt,
+      warning: { path: 'timestamp', message: `timestamp ${new Date(ts).toISOString()} is more than 23h in the future; stored as receivedAt` },
+    }
+  }
+  return { timestamp: ts }
+}
+
+/** ISO-8601 to epoch ms; a date-time without an offset is read as UTC, not as the server's zone. */
+export function parseTime(iso: string): number {
+  return Date.parse(/(Z|[+-]\d\d:?\d\d)$/i.test(iso) ? iso : `${iso}Z`)
+}
+
+const EVENT_NAME = { page: 'Page Viewed', screen: 'Screen Viewed' } as const
+
+/**
+ * Turn a validated message into its events row. `page` and `screen` become the events
+ * `Page Viewed` / `Screen Viewed` with their `name` and `category` in the properties.
+ */
+export function toEventRow(
+  msg: Message,
+  source: string,
+  receivedAt: number,
+  batchSentAt?: string,
+): { row: EventRow; warning?: Warning } {
+  const original = msg.originalTimestamp ?? msg.timestamp
+  const sentAt = msg.sentAt ?? batchSentAt
+  const { timestamp, warning } = correctTimestamp(
+    original ? parseTime(original) : undefined,
+    sentAt ? parseTime(sentAt) : undefined,
+    receivedAt,
+  )
+  let event = ''
+  let properties: Record<string, unknown> = {}
+  let traits: Record<string, unknown> = {}
+  let account = typeof msg.context?.groupId === 'string' ? msg.context.groupId : ''
+  switch (msg.type) {
+    case 'track':
+      event = msg.event
+      properties = msg.properties ?? {}
+      break
+    case 'page':
+    case 'screen':
+      event = EVENT_NAME[msg.type]
+      properties = {
+        ...(msg.properties ?? {}),
+        ...(msg.name != null ? { name: msg.name } : {}),
+        ...(msg.category != null ? { category: msg.category } : {}),
+      }
+      break
+    case 'identify':
+      traits = msg.traits ?? (msg.context?.traits as Record<string, unknown> | undefined) ?? {}
+      break
+    case 'group':
+      traits = msg.traits ?? {}
+      account = msg.groupId
+      break
+  }
+  return {
+    row: {
+      source,
+      message_id: msg.messageId ?? `sb-${ulid()}`,
+      type: msg.type,
+      event,
+      user_id: msg.userId ?? '',
+      anonymous_id: msg.anonymousId ?? '',
+      account_id: account,
+      timestamp: chTime(timestamp),
+      original_timestamp: original ? chTime(parseTime(original)) : null,
+      sent_at: sentAt ? chTime(parseTime(sentAt)) : null,
+      received_at: chTime(receivedAt),
+      properties: JSON.stringify(properties),
+      traits: JSON.stringify(traits),
+      context: JSON.stringify(msg.context ?? {}),
+      previous_id: msg.type === 'alias' ? msg.previousId : '',
+    },
+    warning,
+  }
+}

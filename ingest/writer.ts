@@ -1,0 +1,204 @@
+import { StoreUnavailableError } from '../src/errors.js'
+import type { Store } from '../src/store/store.js'
+import type { EventRow } from './normalize.js'
+
+export type IngestErrorRow = {
+  id: string
+  received_at: string
+  source: string
+  level: 'error' | 'warning'
+  route: string
+  batch_index: number
+  message_id: string
+  path: string
+  message: string
+  payload: string
+}
+
+export type WriteBatch = { events: EventRow[]; errors: IngestErrorRow[] }
+
+/**
+ * Where accepted messages go. Resolving means durably stored: on Node, in ClickHouse; on the
+ * edge, in a Cloudflare Queue. Rejecting means nothing may be acknowledged (the client retries).
+ */
+export interface EventSink {
+  write(batch: WriteBatch): Promise<void>
+  close(): Promise<void>
+}
+
+type Pending = WriteBatch & { resolve: () => void; reject: (err: unknown) => void }
+
+const LOOKUP_CHUNK = 10_000
+
+/**
+ * Group commit into ClickHouse. Concurrent requests wait a few milliseconds (or until enough
+ * rows are waiting) and share one insert, so throughput comes from large blocks while every
+ * request is still answered only after its rows are stored. One flush runs at a time; requests
+ * arriving meanwhile form the next block. That single writer is also what makes deduplication
+ * exact: each flush drops messages whose (source, message_id) is already stored or repeated in the
+ * block, before inserting, so no count depends on background merges.
+ */
+export class GroupCommitWriter implements EventSink {
+  #pending: Pending[] = []
+  #pendingRows = 0
+  #timer: ReturnType<typeof setTimeout> | undefined
+  #flushing: Promise<void> | undefined
+  #closed = false
+  #idle: (() => void)[] = []
+
+  constructor(
+    private readonly store: Store,
+    private readonly opts: { flushMs: number; maxRows: number },
+  ) {}
+
+  write(batch: WriteBatch): Promise<void> {
+    if (this.#closed) return Promise.reject(new StoreUnavailableError('the service is shutting down'))
+    if (batch.events.length === 0 && batch.errors.length === 0) return Promise.resolve()
+    return new Promise<void>((resolve, reject) => {
+      this.#pending.push({ ...batch, resolve, reject })
+      this.#pendingRows += batch.events.length + batch.errors.length
+      this.#schedule()
+    })
+  }
+
+  /** Stop taking writes, flush what is waiting, and resolve when the last flush has ended. */
+  async close(): Promise<void> {
+    this.#closed = true
+    if (this.#pending.length > 0) this.#kick()
+    if (!this.#flushing && this.#pending.length === 0) return
+    await new Promise<void>((resolve) => this.#idle.push(resolve))
+  }
+
+  #schedule() {
+    if (this.#flushing) return // the running flush starts the next one when it ends
+    if (this.#pendingRows >= this.opts.maxRows || this.opts.flushMs === 0) return this.#kick()
+    this.#timer ??= setTimeout(() => this.#kick(), this.opts.flushMs)
+  }
+
+  #kick() {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    if (this.#flushing || this.#pending.length === 0) return
+    const items: Pending[] = []
+    let rows = 0
+    while (this.#pending.length > 0 && (items.length === 0 || rows < this.opts.maxRows)) {
+      const item = this.#pending.shift() as Pending
+      rows += item.events.length + item.errors.length
+      items.push(item)
+    }
+    this.#pendingRows -= rows
+    this.#flushing = this.#flush(items).then(
+      () => {
+        for (const i of items) i.resolve()
+      },
+      (err) => {
+        const failure = new StoreUnavailableError(err)
+        for (const i of items) i.reject(failure)
+      },
+    )
+    void this.#flushing.finally(() => {
+      this.#flushing = undefined
+      // Requests that arrived during the flush have already waited: write them now.
+      if (this.#pending.length > 0) this.#kick()
+      else for (const done of this.#idle.splice(0)) done()
+    })
+  }
+
+  async #flush(items: Pending[]) {
+    const errors = items.flatMap((i) => i.errors)
+    const fresh = await this.#dropStored(items.flatMap((i) => i.events))
+    const derived = deriveRows(fresh)
+    // Derived rows first, events last: the events row is the commit record that dedup checks,
+    // and every derived table is idempotent, so a crash between the two inserts followed by a
+    // client retry rewrites the derived rows harmlessly and then stores the events once.
+    await Promise.all([
+      this.store.insert('ingest_errors_v1', errors),
+      this.store.insert('users_v1', derived.users),
+      this.store.insert('accounts_v1', derived.accounts),
+      this.store.insert('memberships_v1', derived.memberships),
+      this.store.insert('identities_v1', derived.identities),
+      this.store.insert('user_traits_v1', derived.userTraits),
+      this.store.insert('account_traits_v1', derived.accountTraits),
+    ])
+    await this.store.insert('events_v1', fresh)
+  }
+
+  /** Drop messages repeated within the block or already stored for their source. */
+  async #dropStored(events: EventRow[]): Promise<EventRow[]> {
+    const unique = new Map<string, EventRow>()
+    const bySource = new Map<string, string[]>()
+    for (const e of events) {
+      const key = `${e.source}\u0000${e.message_id}`
+      if (unique.has(key)) continue
+      unique.set(key, e)
+      const ids = bySource.get(e.source) ?? []
+      ids.push(e.message_id)
+      bySource.set(e.source, ids)
+    }
+    for (const [source, ids] of bySource) {
+      for (let i = 0; i < ids.length; i += LOOKUP_CHUNK) {
+        const stored = await this.store.query<{ message_id: string }>(
+          'SELECT message_id FROM events_v1 WHERE source = {source:String} AND message_id IN {ids:Array(String)}',
+          { source, ids: ids.slice(i, i + LOOKUP_CHUNK) },
+        )
+        for (const r of stored) unique.delete(`${source}\u0000${r.message_id}`)
+      }
+    }
+    return [...unique.values()]
+  }
+}
+
+type Span = { first_seen: string; last_seen: string }
+
+function widen<K extends string>(map: Map<string, Span & Record<K, string>>, key: string, make: () => Record<K, string>, ts: string) {
+  const cur = map.get(key)
+  if (!cur) map.set(key, { ...make(), first_seen: ts, last_seen: ts } as Span & Record<K, string>)
+  else {
+    if (ts < cur.first_seen) cur.first_seen = ts
+    if (ts > cur.last_seen) cur.last_seen = ts
+  }
+}
+
+/** Users, accounts, memberships, identity links and traits touched by a block of new events. */
+export function deriveRows(events: EventRow[]) {
+  const users = new Map<string, Span & { user_id: string }>()
+  const accounts = new Map<string, Span & { account_id: string }>()
+  const memberships = new Map<string, Span & { account_id: string; user_id: string }>()
+  const identities = new Map<string, { previous_id: string; user_id: string; via: string; first_seen: string }>()
+  const userTraits: object[] = []
+  const accountTraits: object[] = []
+  for (const e of events) {
+    const ts = e.timestamp
+    if (e.user_id) widen(users, e.user_id, () => ({ user_id: e.user_id }), ts)
+    if (e.account_id) widen(accounts, e.account_id, () => ({ account_id: e.account_id }), ts)
+    if (e.user_id && e.account_id) {
+      widen(memberships, `${e.account_id}\u0000${e.user_id}`, () => ({ account_id: e.account_id, user_id: e.user_id }), ts)
+    }
+    const link = (previous_id: string, via: string) => {
+      const key = `${previous_id}\u0000${e.user_id}\u0000${via}`
+      const cur = identities.get(key)
+      if (!cur || ts < cur.first_seen) identities.set(key, { previous_id, user_id: e.user_id, via, first_seen: ts })
+    }
+    if (e.type === 'alias' && e.previous_id && e.previous_id !== e.user_id) link(e.previous_id, 'alias')
+    if (e.user_id && e.anonymous_id) link(e.anonymous_id, 'anonymous')
+    const base = { timestamp: ts, source: e.source, message_id: e.message_id }
+    if (e.type === 'identify' && e.user_id) {
+      for (const [key, value] of Object.entries(JSON.parse(e.traits) as Record<string, unknown>)) {
+        userTraits.push({ user_id: e.user_id, key, value: JSON.stringify(value ?? null), ...base })
+      }
+    }
+    if (e.type === 'group') {
+      for (const [key, value] of Object.entries(JSON.parse(e.traits) as Record<string, unknown>)) {
+        accountTraits.push({ account_id: e.account_id, key, value: JSON.stringify(value ?? null), ...base })
+      }
+    }
+  }
+  return {
+    users: [...users.values()],
+    accounts: [...accounts.values()],
+    memberships: [...memberships.values()],
+    identities: [...identities.values()],
+    userTraits,
+    accountTraits,
+  }
+}

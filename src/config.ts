@@ -1,0 +1,68 @@
+import { z } from 'zod'
+
+/** `key` or `key:source-name`, comma-separated. A key without a name feeds the source `default`. */
+const writeKeys = z
+  .string()
+  .transform((raw, ctx) => {
+    const keys: WriteKey[] = []
+    for (const part of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+      const [key, source = 'default', ...rest] = part.split(':')
+      if (!key || rest.length > 0 || !/^[A-Za-z0-9_.-]+$/.test(source) || key.length < 8) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `"${part.slice(0, 12)}…" must be key or key:source (key ≥ 8 characters, source of letters, digits, _ . -)`,
+        })
+        return z.NEVER
+      }
+      keys.push({ key, source })
+    }
+    if (keys.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'lists no key' })
+      return z.NEVER
+    }
+    return keys
+  })
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
+
+export const EnvSchema = z.object({
+  PORT: int(0, 65535).default(8787),
+  HOST: z.string().default('0.0.0.0'),
+  DATA_DIR: z.string().default('./data'),
+  CLICKHOUSE_URL: z.url({ protocol: /^https?$/ }).optional(),
+  CLICKHOUSE_USER: z.string().default('default'),
+  CLICKHOUSE_PASSWORD: z.string().default(''),
+  CLICKHOUSE_DATABASE: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a plain identifier')
+    .default('signalbox'),
+  ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  WRITE_KEYS: writeKeys.optional(),
+  /** Requests per second per write key (token bucket); 0 turns the limit off. */
+  RATE_LIMIT_PER_SECOND: z.coerce.number().min(0).default(500),
+  RATE_LIMIT_BURST: int(1, 1_000_000).default(1000),
+  /** Group commit: a flush waits at most this long for more requests to share one insert. */
+  INGEST_FLUSH_MS: int(0, 1000).default(5),
+  /** Group commit: flush as soon as this many messages are waiting. */
+  INGEST_MAX_BATCH_ROWS: int(1, 1_000_000).default(10_000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+})
+
+export type WriteKey = { key: string; source: string }
+export type Config = z.output<typeof EnvSchema>
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/**
+ * Parse the environment once, at the edge of the program. Empty strings count as unset, so
+ * `PORT= npm start` means "the default", as shells and .env files usually intend.
+ */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const cleaned = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ''))
+  const parsed = EnvSchema.safeParse(cleaned)
+  if (parsed.success) return parsed.data
+  const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`)
+  throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)
+}

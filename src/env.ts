@@ -1,0 +1,25 @@
+import type { Logger } from 'pino'
+import type { Config, WriteKey } from './config.js'
+import type { Store } from './store/store.js'
+import type { EventSink } from '../ingest/writer.js'
+
+/** What the app is built from; runtime entries (src/node.ts, src/worker.ts) assemble it. */
+export type AppDeps = {
+  config: Config
+  store: Store
+  sink: EventSink
+  adminToken: string
+  writeKeys: readonly WriteKey[]
+  logger: Logger
+  /** The clock, injected so time-dependent behaviour is testable. */
+  now?: () => number
+}
+
+/** Typed Hono context: handlers get services from here, never from `process.env`. */
+export type AppEnv = {
+  Variables: {
+    requestId: string
+    logger: Logger
+    source: WriteKey
+  }
+}

@@ -1,0 +1,75 @@
+import type { AddressInfo } from 'node:net'
+import { serve } from '@hono/node-server'
+import { GroupCommitWriter } from '../ingest/writer.js'
+import { createApp } from './app.js'
+import { loadConfig } from './config.js'
+import { resolveCredentials } from './credentials.js'
+import { createLogger } from './logger.js'
+import { migrate } from './store/migrate.js'
+import { openStore } from './store/node.js'
+
+export type RunningServer = {
+  url: string
+  port: number
+  adminToken: string
+  writeKeys: { key: string; source: string }[]
+  /** Stop taking requests, flush acknowledged-to-be writes, close the store. */
+  close(): Promise<void>
+}
+
+/**
+ * Start signalbox on Node: validate the config, open the store (failing loudly if it cannot),
+ * apply migrations, resolve credentials, and serve the app.
+ */
+export async function startServer(env: Record<string, string | undefined>): Promise<RunningServer> {
+  const config = loadConfig(env)
+  const logger = createLogger(config)
+  const store = await openStore(config)
+  const applied = await migrate(store)
+  if (applied.length) logger.info({ applied }, 'migrations applied')
+  const { adminToken, writeKeys, generated } = resolveCredentials(config)
+  const sink = new GroupCommitWriter(store, { flushMs: config.INGEST_FLUSH_MS, maxRows: config.INGEST_MAX_BATCH_ROWS })
+  const app = createApp({ config, store, sink, adminToken, writeKeys, logger })
+
+  const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST })
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve)
+    server.once('error', reject)
+  })
+  const port = (server.address() as AddressInfo).port
+  const url = `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${port}`
+  logger.info({ url, store: store.kind, dataDir: config.DATA_DIR }, 'signalbox is listening')
+  if (generated.adminToken || generated.writeKey) printWelcome(url, config.DATA_DIR, generated, writeKeys[0]?.key)
+
+  let closing: Promise<void> | undefined
+  return {
+    url,
+    port,
+    adminToken,
+    writeKeys: [...writeKeys],
+    close() {
+      closing ??= (async () => {
+        await new Promise<void>((resolve) => server.close(() => resolve()))
+        await sink.close()
+        await store.close()
+      })()
+      return closing
+    },
+  }
+}
+
+/** Printed once, when credentials are generated: everything needed to send a first event. */
+function printWelcome(url: string, dataDir: string, generated: { adminToken?: string; writeKey?: string }, writeKey?: string) {
+  const lines = [
+    '',
+    'signalbox generated credentials (kept in ' + `${dataDir}/credentials.json` + '; shown only this once):',
+    ...(generated.writeKey ? [`  write key:   ${generated.writeKey}`] : []),
+    ...(generated.adminToken ? [`  admin token: ${generated.adminToken}`] : []),
+    '',
+    'Send an event:',
+    `  curl -u '${writeKey}:' -H 'content-type: application/json' \\`,
+    `    -d '{"userId":"user_1","event":"Signed Up","properties":{"plan":"free"}}' ${url}/v1/track`,
+    '',
+  ]
+  process.stdout.write(`${lines.join('\n')}\n`)
+}

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino'
 import type { Config, WriteKey } from './config.js'
+import type { SignalBus } from './signals.js'
 import type { Store } from './store/store.js'
 import type { EventSink } from '../ingest/writer.js'
 
@@ -11,6 +12,8 @@ export type AppDeps = {
   adminToken: string
   writeKeys: readonly WriteKey[]
   logger: Logger
+  /** Notified whenever signals fire or resolve (stream, outbox). */
+  bus: SignalBus
   /** The clock, injected so time-dependent behaviour is testable. */
   now?: () => number
 }

@@ -6,6 +6,7 @@ import { loadConfig } from './config.js'
 import { resolveCredentials } from './credentials.js'
 import { createLogger } from './logger.js'
 import { migrate } from './store/migrate.js'
+import { SignalBus } from './signals.js'
 import { openStore } from './store/node.js'
 
 export type RunningServer = {
@@ -29,7 +30,8 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   if (applied.length) logger.info({ applied }, 'migrations applied')
   const { adminToken, writeKeys, generated } = resolveCredentials(config)
   const sink = new GroupCommitWriter(store, { flushMs: config.INGEST_FLUSH_MS, maxRows: config.INGEST_MAX_BATCH_ROWS })
-  const app = createApp({ config, store, sink, adminToken, writeKeys, logger })
+  const bus = new SignalBus()
+  const app = createApp({ config, store, sink, adminToken, writeKeys, logger, bus })
 
   const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST })
   await new Promise<void>((resolve, reject) => {

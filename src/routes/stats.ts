@@ -19,12 +19,10 @@ export type StatsResponse = z.infer<typeof StatsResponse>
 export async function readStats(store: AppDeps['store']): Promise<StatsResponse> {
   const [byType, users, accounts, errors, signals] = await Promise.all([
     store.query<{ type: string; n: number }>('SELECT type, count() AS n FROM events_v1 GROUP BY type'),
-    store.query<{ n: number }>("SELECT uniqExact(user_id) AS n FROM users_v1"),
+    store.query<{ n: number }>('SELECT uniqExact(user_id) AS n FROM users_v1'),
     store.query<{ n: number }>('SELECT uniqExact(account_id) AS n FROM accounts_v1'),
     store.query<{ level: string; n: number }>('SELECT level, count() AS n FROM ingest_errors_v1 GROUP BY level'),
-    store
-      .query<{ n: number }>("SELECT count() AS n FROM system.tables WHERE database = currentDatabase() AND name = 'signals_v1'")
-      .then(async ([t]) => (t?.n ? store.query<{ n: number }>('SELECT uniqExact(id) AS n FROM signals_v1') : [{ n: 0 }])),
+    store.query<{ n: number }>('SELECT uniqExact(id) AS n FROM signals_v1'),
   ])
   const by_type = Object.fromEntries(byType.map((r) => [r.type, Number(r.n)]))
   return StatsResponse.parse({

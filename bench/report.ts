@@ -1,0 +1,34 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem } from 'node:os'
+import { fileURLToPath } from 'node:url'
+
+const FILE = fileURLToPath(new URL('../BENCHMARKS.md', import.meta.url))
+
+export function machine(): string {
+  const cpu = cpus()[0]?.model ?? 'unknown cpu'
+  return `${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, ${process.platform}-${process.arch}`
+}
+
+/**
+ * Replace (or add) one benchmark's section of BENCHMARKS.md, stamped with the machine and date,
+ * leaving the other benchmarks' sections as they are. Also prints the section.
+ */
+export function writeSection(name: string, title: string, body: string) {
+  const begin = `<!-- bench:${name}:begin -->`
+  const end = `<!-- bench:${name}:end -->`
+  const section = `${begin}\n## ${title}\n\n_Run ${new Date().toISOString()} on ${machine()}._\n\n${body.trim()}\n${end}`
+  let doc = existsSync(FILE)
+    ? readFileSync(FILE, 'utf8')
+    : '# Benchmarks\n\nWritten by `npm run bench` (and the per-area `bench:*` scripts). Each figure is a ratio against a baseline measured in the same run on the same machine.\n'
+  const re = new RegExp(`${begin}[\\s\\S]*?${end}`)
+  doc = re.test(doc) ? doc.replace(re, section) : `${doc.trimEnd()}\n\n${section}\n`
+  writeFileSync(FILE, doc)
+  process.stdout.write(`\n${section}\n`)
+}
+
+/** Percentile of a list of numbers (nearest-rank). */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number
+}

@@ -48,7 +48,12 @@ export class GroupCommitWriter implements EventSink {
 
   constructor(
     private readonly store: Store,
-    private readonly opts: { flushMs: number; maxRows: number },
+    private readonly opts: {
+      flushMs: number
+      maxRows: number
+      /** Called after each flush with the events newly stored (e.g. to re-evaluate touched subjects). */
+      onStored?: (events: EventRow[]) => void
+    },
   ) {}
 
   write(batch: WriteBatch): Promise<void> {
@@ -88,8 +93,9 @@ export class GroupCommitWriter implements EventSink {
     }
     this.#pendingRows -= rows
     this.#flushing = this.#flush(items).then(
-      () => {
+      (stored) => {
         for (const i of items) i.resolve()
+        if (stored.length > 0) this.opts.onStored?.(stored)
       },
       (err) => {
         const failure = new StoreUnavailableError(err)
@@ -104,7 +110,7 @@ export class GroupCommitWriter implements EventSink {
     })
   }
 
-  async #flush(items: Pending[]) {
+  async #flush(items: Pending[]): Promise<EventRow[]> {
     const errors = items.flatMap((i) => i.errors)
     const fresh = await this.#dropStored(items.flatMap((i) => i.events))
     const derived = deriveRows(fresh)
@@ -121,6 +127,7 @@ export class GroupCommitWriter implements EventSink {
       this.store.insert('account_traits_v1', derived.accountTraits),
     ])
     await this.store.insert('events_v1', fresh)
+    return fresh
   }
 
   /** Drop messages repeated within the block or already stored for their source. */

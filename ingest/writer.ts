@@ -95,7 +95,8 @@ export class GroupCommitWriter implements EventSink {
     this.#flushing = this.#flush(items).then(
       (stored) => {
         for (const i of items) i.resolve()
-        if (stored.length > 0) this.opts.onStored?.(stored)
+        // A listener's failure must not touch requests already acknowledged.
+        if (stored.length > 0) queueMicrotask(() => this.opts.onStored?.(stored))
       },
       (err) => {
         const failure = new StoreUnavailableError(err)

@@ -111,49 +111,62 @@ export class GroupCommitWriter implements EventSink {
     })
   }
 
-  async #flush(items: Pending[]): Promise<EventRow[]> {
-    const errors = items.flatMap((i) => i.errors)
-    const fresh = await this.#dropStored(items.flatMap((i) => i.events))
-    const derived = deriveRows(fresh)
-    // Derived rows first, events last: the events row is the commit record that dedup checks,
-    // and every derived table is idempotent, so a crash between the two inserts followed by a
-    // client retry rewrites the derived rows harmlessly and then stores the events once.
-    await Promise.all([
-      this.store.insert('ingest_errors_v1', errors),
-      this.store.insert('users_v1', derived.users),
-      this.store.insert('accounts_v1', derived.accounts),
-      this.store.insert('memberships_v1', derived.memberships),
-      this.store.insert('identities_v1', derived.identities),
-      this.store.insert('user_traits_v1', derived.userTraits),
-      this.store.insert('account_traits_v1', derived.accountTraits),
-    ])
-    await this.store.insert('events_v1', fresh)
-    return fresh
+  #flush(items: Pending[]): Promise<EventRow[]> {
+    return storeBlock(this.store, { events: items.flatMap((i) => i.events), errors: items.flatMap((i) => i.errors) })
   }
+}
 
-  /** Drop messages repeated within the block or already stored for their source. */
-  async #dropStored(events: EventRow[]): Promise<EventRow[]> {
-    const unique = new Map<string, EventRow>()
-    const bySource = new Map<string, string[]>()
-    for (const e of events) {
-      const key = `${e.source}\u0000${e.message_id}`
-      if (unique.has(key)) continue
-      unique.set(key, e)
-      const ids = bySource.get(e.source) ?? []
-      ids.push(e.message_id)
-      bySource.set(e.source, ids)
-    }
-    for (const [source, ids] of bySource) {
-      for (let i = 0; i < ids.length; i += LOOKUP_CHUNK) {
-        const stored = await this.store.query<{ message_id: string }>(
-          'SELECT message_id FROM events_v1 WHERE source = {source:String} AND message_id IN {ids:Array(String)}',
-          { source, ids: ids.slice(i, i + LOOKUP_CHUNK) },
-        )
-        for (const r of stored) unique.delete(`${source}\u0000${r.message_id}`)
-      }
-    }
-    return [...unique.values()]
+/** Per-insert ClickHouse settings (e.g. an insert deduplication token), chosen per table and rows. */
+export type InsertSettings = (table: string, rows: readonly object[]) => Record<string, string | number> | undefined
+
+/**
+ * Store one block of accepted messages: drop those already stored, then write the derived rows
+ * and the events. Shared by the Node group-commit writer and the Workers queue consumer; exact
+ * when one writer runs at a time (the single flush on Node, `max_concurrency = 1` on the queue).
+ * Returns the events newly stored.
+ */
+export async function storeBlock(store: Store, batch: WriteBatch, settings?: InsertSettings): Promise<EventRow[]> {
+  const fresh = await dropStored(store, batch.events)
+  const derived = deriveRows(fresh)
+  const insert = (table: string, rows: readonly object[]) => store.insert(table, rows, rows.length ? settings?.(table, rows) : undefined)
+  // Derived rows first, events last: the events row is the commit record that dedup checks,
+  // and every derived table is idempotent, so a crash between the two inserts followed by a
+  // client retry rewrites the derived rows harmlessly and then stores the events once.
+  await Promise.all([
+    insert('ingest_errors_v1', batch.errors),
+    insert('users_v1', derived.users),
+    insert('accounts_v1', derived.accounts),
+    insert('memberships_v1', derived.memberships),
+    insert('identities_v1', derived.identities),
+    insert('user_traits_v1', derived.userTraits),
+    insert('account_traits_v1', derived.accountTraits),
+  ])
+  await insert('events_v1', fresh)
+  return fresh
+}
+
+/** Drop messages repeated within the block or already stored for their source. */
+export async function dropStored(store: Store, events: EventRow[]): Promise<EventRow[]> {
+  const unique = new Map<string, EventRow>()
+  const bySource = new Map<string, string[]>()
+  for (const e of events) {
+    const key = `${e.source}\u0000${e.message_id}`
+    if (unique.has(key)) continue
+    unique.set(key, e)
+    const ids = bySource.get(e.source) ?? []
+    ids.push(e.message_id)
+    bySource.set(e.source, ids)
   }
+  for (const [source, ids] of bySource) {
+    for (let i = 0; i < ids.length; i += LOOKUP_CHUNK) {
+      const stored = await store.query<{ message_id: string }>(
+        'SELECT message_id FROM events_v1 WHERE source = {source:String} AND message_id IN {ids:Array(String)}',
+        { source, ids: ids.slice(i, i + LOOKUP_CHUNK) },
+      )
+      for (const r of stored) unique.delete(`${source}\u0000${r.message_id}`)
+    }
+  }
+  return [...unique.values()]
 }
 
 type Span = { first_seen: string; last_seen: string }

@@ -33,7 +33,10 @@ export function chTime(ms: number): string {
 /**
  * Clock-skew correction as Segment does it: the client's clock may be wrong, but the interval
  * between the event and the send is right, so `timestamp = receivedAt − (sentAt − originalTimestamp)`.
- * A result more than 23 hours in the future is replaced by `receivedAt`, with a warning.
+ * Without `sentAt` the original is taken as is; without either, `receivedAt`. A result more than
+ * 23 hours in the future is replaced by `receivedAt`, with a warning. A `sentAt` so far from the
+ * original that the corrected time leaves the years a DateTime64 holds keeps the original, also
+ * with a warning.
  */
 export function correctTimestamp(
   original: number | undefined,
@@ -45,16 +48,20 @@ export function correctTimestamp(
   if (ts - receivedAt > FUTURE_LIMIT_MS) {
     return {
       timestamp: receivedAt,
-      warning: { path: 'timestamp', message: `timestamp ${new Date(ts).toISOString()} is more than 23h in the future; stored as receivedAt` },
+      warning: { path: 'timestamp', message: `timestamp ${iso(ts)} is more than 23h in the future; stored as receivedAt` },
+    }
+  }
+  if (ts < MIN_TIMESTAMP_MS && original !== undefined) {
+    return {
+      timestamp: original,
+      warning: { path: 'sentAt', message: `the clock-skew correction gives ${iso(ts)}, before 1900; stored the original timestamp` },
     }
   }
   return { timestamp: ts }
 }
 
-/** ISO-8601 to epoch ms; a date-time without an offset is read as UTC, not as the server's zone. */
-export function parseTime(iso: string): number {
-  return Date.parse(/(Z|[+-]\d\d:?\d\d)$/i.test(iso) ? iso : `${iso}Z`)
-}
+const MIN_TIMESTAMP_MS = Date.UTC(1900, 0, 1)
+const iso = (ms: number) => (Number.isFinite(ms) && Math.abs(ms) < 8.64e15 ? new Date(ms).toISOString() : String(ms))
 
 const EVENT_NAME = { page: 'Page Viewed', screen: 'Screen Viewed' } as const
 
@@ -66,15 +73,11 @@ export function toEventRow(
   msg: Message,
   source: string,
   receivedAt: number,
-  batchSentAt?: string,
+  batchSentAt?: number,
 ): { row: EventRow; warning?: Warning } {
-  const original = msg.originalTimestamp ?? msg.timestamp
+  const original = msg.originalTimestamp ?? msg.timestamp ?? undefined
   const sentAt = msg.sentAt ?? batchSentAt
-  const { timestamp, warning } = correctTimestamp(
-    original ? parseTime(original) : undefined,
-    sentAt ? parseTime(sentAt) : undefined,
-    receivedAt,
-  )
+  const { timestamp, warning } = correctTimestamp(original, sentAt, receivedAt)
   let event = ''
   let properties: Record<string, unknown> = {}
   let traits: Record<string, unknown> = {}
@@ -111,8 +114,8 @@ export function toEventRow(
       anonymous_id: msg.anonymousId ?? '',
       account_id: account,
       timestamp: chTime(timestamp),
-      original_timestamp: original ? chTime(parseTime(original)) : null,
-      sent_at: sentAt ? chTime(parseTime(sentAt)) : null,
+      original_timestamp: original === undefined ? null : chTime(original),
+      sent_at: sentAt === undefined ? null : chTime(sentAt),
       received_at: chTime(receivedAt),
       properties: JSON.stringify(properties),
       traits: JSON.stringify(traits),

@@ -1,5 +1,6 @@
-import { Hono, type Context } from 'hono'
+import { Hono, type Context, type MiddlewareHandler } from 'hono'
 import { bodyLimit } from 'hono/body-limit'
+import { cors } from 'hono/cors'
 import { ulid } from 'ulid'
 import { basicUsername, sourceOf } from '../src/auth.js'
 import { ApiError, type ErrorDetail, zodDetails } from '../src/errors.js'
@@ -16,24 +17,93 @@ type Checked = { ok: true; message: Message } | { ok: false; details: ErrorDetai
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
-/** Validate one message: its size, its type, and the schema of that type. */
-export function checkMessage(raw: unknown, forcedType?: MessageType): Checked {
+/**
+ * The paths analytics.js (analytics-next) posts to: the first letter of the call's type, and `b`
+ * for a batch. Everything else (Node, Python, Go, … libraries, curl) uses the full names.
+ */
+const SHORT_PATH = { track: 't', identify: 'i', group: 'g', page: 'p', screen: 's', alias: 'a' } as const satisfies Record<MessageType, string>
+
+const BAD_JSON = new ApiError({ code: 'BAD_REQUEST', message: 'the body is not valid JSON', details: [{ path: '(body)', message: 'not JSON' }] })
+const TOO_LARGE = () => new ApiError({ code: 'PAYLOAD_TOO_LARGE', message: `the request is larger than ${LIMITS.requestBytes} bytes` })
+
+/** UTF-8 length of a string, counted without encoding it. */
+function utf8Length(s: string): number {
+  let n = s.length
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) continue
+    if (c < 0x800) n += 1
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      // A surrogate pair is 2 UTF-16 units and 4 UTF-8 bytes.
+      n += 2
+      i++
+    } else n += 2
+  }
+  return n
+}
+
+/**
+ * Validate one message: its size, its type, and the schema of that type. `knownSmall` skips the
+ * size measure when the caller knows the message is under the limit (its whole body is).
+ */
+export function checkMessage(raw: unknown, forcedType?: MessageType, knownSmall = false): Checked {
   if (!isObject(raw)) return { ok: false, details: [{ path: '(message)', message: 'must be a JSON object' }] }
-  const bytes = Buffer.byteLength(JSON.stringify(raw))
-  if (bytes > LIMITS.messageBytes) {
-    return { ok: false, details: [{ path: '(message)', message: `is ${bytes} bytes; the limit is ${LIMITS.messageBytes}` }] }
+  if (!knownSmall) {
+    const bytes = utf8Length(JSON.stringify(raw))
+    if (bytes > LIMITS.messageBytes) {
+      return { ok: false, details: [{ path: '(message)', message: `is ${bytes} bytes; the limit is ${LIMITS.messageBytes}` }] }
+    }
   }
   const type = forcedType ?? raw.type
   if (typeof type !== 'string' || !(MESSAGE_TYPES as readonly string[]).includes(type)) {
     return { ok: false, details: [{ path: 'type', message: `must be one of ${MESSAGE_TYPES.join(', ')}` }] }
   }
-  const parsed = MessageSchemas[type as MessageType].safeParse({ ...raw, type })
+  const parsed = MessageSchemas[type as MessageType].safeParse(raw.type === type ? raw : { ...raw, type })
   return parsed.success ? { ok: true, message: parsed.data as Message } : { ok: false, details: zodDetails(parsed.error) }
 }
 
 /**
+ * The request body as text. `Content-Encoding: gzip` (or `deflate`) is accepted, as several
+ * Segment libraries compress; the 500 KB limit applies to the body both as sent and decompressed.
+ */
+async function readBody(c: Context<AppEnv>): Promise<string> {
+  const encoding = c.req.header('content-encoding')?.trim().toLowerCase()
+  if (!encoding || encoding === 'identity') return c.req.text()
+  if (encoding !== 'gzip' && encoding !== 'deflate') {
+    throw new ApiError({
+      code: 'BAD_REQUEST',
+      message: `unsupported Content-Encoding "${encoding}"`,
+      details: [{ path: '(headers).content-encoding', message: 'must be gzip, deflate or identity' }],
+    })
+  }
+  const body = c.req.raw.body
+  if (!body) return ''
+  const reader = body.pipeThrough(new DecompressionStream(encoding)).getReader()
+  const decoder = new TextDecoder()
+  let text = ''
+  let size = 0
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      size += value.byteLength
+      if (size > LIMITS.requestBytes) {
+        await reader.cancel().catch(() => {})
+        throw TOO_LARGE()
+      }
+      text += decoder.decode(value, { stream: true })
+    }
+  } catch (err) {
+    if (err instanceof ApiError) throw err
+    throw new ApiError({ code: 'BAD_REQUEST', message: `the body is not valid ${encoding} data`, details: [{ path: '(body)', message: `not ${encoding}` }] })
+  }
+  return text + decoder.decode()
+}
+
+/**
  * The Segment tracking API. Order of checks: size (413), JSON (400), write key (401), rate (429),
- * then each message. A 2xx is sent only once the sink has stored every accepted message.
+ * then each message. A 2xx is sent only once the sink has stored every accepted message; a sink
+ * failure is a 503, never a 2xx, and never a 3xx (Segment's libraries count a 3xx as delivered).
  */
 export function ingestRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>()
@@ -54,12 +124,13 @@ export function ingestRoutes(deps: AppDeps) {
   })
 
   /** Parse the body, authenticate the write key and apply the rate limit. */
-  async function open(c: Context<AppEnv>): Promise<Record<string, unknown>> {
+  async function open(c: Context<AppEnv>): Promise<{ body: Record<string, unknown>; bytes: number }> {
+    const text = await readBody(c)
     let body: unknown
     try {
-      body = JSON.parse(await c.req.text())
+      body = JSON.parse(text)
     } catch {
-      throw new ApiError({ code: 'BAD_REQUEST', message: 'the body is not valid JSON', details: [{ path: '(body)', message: 'not JSON' }] })
+      throw BAD_JSON
     }
     if (!isObject(body)) {
       throw new ApiError({ code: 'BAD_REQUEST', message: 'the body must be a JSON object', details: [{ path: '(body)', message: 'not an object' }] })
@@ -79,24 +150,22 @@ export function ingestRoutes(deps: AppDeps) {
         headers: { 'Retry-After': String(wait) },
       })
     }
-    return body
+    // A UTF-16 length bounds the UTF-8 size from below only, so ×3 bounds it from above.
+    return { body, bytes: text.length * 3 }
   }
 
-  app.use(
-    '*',
-    bodyLimit({
-      maxSize: LIMITS.requestBytes,
-      onError: () => {
-        throw new ApiError({ code: 'PAYLOAD_TOO_LARGE', message: `the request is larger than ${LIMITS.requestBytes} bytes` })
-      },
-    }),
-  )
+  // Scoped to the tracking routes, not `/v1/*`: the management API under /v1 has its own rules.
+  // CORS lets analytics.js post from any web site (it sends the write key in the body).
+  const guard: MiddlewareHandler<AppEnv>[] = [
+    cors({ origin: '*', allowMethods: ['POST', 'OPTIONS'], allowHeaders: ['Content-Type', 'Authorization', 'Content-Encoding'], maxAge: 86400 }),
+    bodyLimit({ maxSize: LIMITS.requestBytes, onError: () => { throw TOO_LARGE() } }),
+  ]
 
   for (const type of MESSAGE_TYPES) {
-    app.post(`/${type}`, async (c) => {
-      const body = await open(c)
+    app.on(['POST', 'OPTIONS'], [`/${type}`, `/${SHORT_PATH[type]}`], ...guard, async (c) => {
+      const { body, bytes } = await open(c)
       const receivedAt = now()
-      const checked = checkMessage(body, type)
+      const checked = checkMessage(body, type, bytes <= LIMITS.messageBytes)
       if (!checked.ok) {
         await deps.sink
           .write({ events: [], errors: checked.details.map((d) => errorRow(c, 'error', 0, d, body, receivedAt)) })
@@ -109,8 +178,8 @@ export function ingestRoutes(deps: AppDeps) {
     })
   }
 
-  app.post('/batch', async (c) => {
-    const body = await open(c)
+  app.on(['POST', 'OPTIONS'], ['/batch', '/b'], ...guard, async (c) => {
+    const { body, bytes } = await open(c)
     const receivedAt = now()
     const envelope = BatchBody.safeParse(body)
     if (!envelope.success) {
@@ -120,13 +189,16 @@ export function ingestRoutes(deps: AppDeps) {
     if (batch.length > LIMITS.batchMessages) {
       throw new ApiError({ code: 'PAYLOAD_TOO_LARGE', message: `the batch has ${batch.length} messages; the limit is ${LIMITS.batchMessages}` })
     }
+    // No message can be over the limit when the whole body is under it.
+    const small = bytes <= LIMITS.messageBytes
+    const source = c.get('source').source
     const events: EventRow[] = []
     const errors: IngestErrorRow[] = []
     const rejected: Rejected[] = []
     batch.forEach((raw, index) => {
-      // Segment merges the batch's context into each message's own.
-      const merged = context && isObject(raw) ? { ...raw, context: { ...context, ...(isObject(raw.context) ? raw.context : {}) } } : raw
-      const checked = checkMessage(merged)
+      const checked = checkMessage(raw, undefined, small)
+      // Segment merges the batch's context into each message's own (the message's keys win).
+      if (checked.ok && context) checked.message.context = { ...context, ...checked.message.context }
       if (!checked.ok) {
         for (const d of checked.details) {
           rejected.push({ index, ...d })
@@ -134,7 +206,7 @@ export function ingestRoutes(deps: AppDeps) {
         }
         return
       }
-      const { row, warning } = toEventRow(checked.message, c.get('source').source, receivedAt, sentAt)
+      const { row, warning } = toEventRow(checked.message, source, receivedAt, sentAt ?? undefined)
       events.push(row)
       if (warning) errors.push(errorRow(c, 'warning', index, warning, raw, receivedAt))
     })

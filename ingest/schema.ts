@@ -12,16 +12,62 @@ export type MessageType = (typeof MESSAGE_TYPES)[number]
 
 /** Ids may be sent as numbers by some libraries; they are stored as text. */
 const id = z.union([z.string().min(1, 'must not be empty').max(1024), z.number().transform(String)])
-const time = z.iso.datetime({ offset: true, local: true, message: 'must be an ISO-8601 date-time' })
+
+/**
+ * An ISO-8601 date or date-time (`T` or space, seconds and fraction optional, `Z`, `±HH:MM`,
+ * `±HHMM` or `±HH`; none means UTC), as the Segment libraries of every language write them,
+ * parsed to epoch milliseconds. Calendar-checked (no 30 February) and kept within the years
+ * ClickHouse's DateTime64 holds, so every accepted message is insertable: one bad timestamp must
+ * never fail the insert that a whole group commit shares.
+ */
+const time = z.string().transform((text, ctx) => {
+  const ms = parseTimestamp(text)
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: 'must be an ISO-8601 date-time between the years 1900 and 2299' })
+    return z.NEVER
+  }
+  return ms
+})
+
+const ISO_TIME = /^(\d{4})-(\d\d)-(\d\d)(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?\s*([Zz]|[+-]\d\d(?::?\d\d)?)?)?$/
+const MIN_MS = Date.UTC(1900, 0, 1)
+const MAX_MS = Date.UTC(2300, 0, 1) - 1
+
+/** Epoch milliseconds of an ISO-8601 date-time (see `time`), or undefined if it is not one. */
+export function parseTimestamp(text: string): number | undefined {
+  const m = ISO_TIME.exec(text)
+  if (!m) return undefined
+  const [, y, mo, d, h = '0', mi = '0', s = '0', frac = '', zone = 'Z'] = m
+  const year = Number(y)
+  const month = Number(mo)
+  const day = Number(d)
+  const hour = Number(h)
+  const minute = Number(mi)
+  const second = Number(s)
+  if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return undefined
+  // Date.UTC maps years 0-99 to 1900-1999; the range check below rejects them anyway.
+  const local = Date.UTC(year, month - 1, day, hour, minute, second, Number(frac.slice(0, 3).padEnd(3, '0')))
+  if (new Date(local).getUTCDate() !== day) return undefined
+  let offsetMin = 0
+  if (zone !== 'Z' && zone !== 'z') {
+    const digits = zone.slice(1).replace(':', '')
+    const oh = Number(digits.slice(0, 2))
+    const om = Number(digits.slice(2) || '0')
+    if (oh > 14 || om > 59) return undefined
+    offsetMin = (zone[0] === '-' ? -1 : 1) * (oh * 60 + om)
+  }
+  const ms = local - offsetMin * 60_000
+  return ms >= MIN_MS && ms <= MAX_MS ? ms : undefined
+}
 const dict = z.record(z.string(), z.unknown())
 
 const common = {
   messageId: z.string().min(1, 'must not be empty').max(256).optional(),
   userId: id.nullish(),
   anonymousId: id.nullish(),
-  timestamp: time.optional(),
-  originalTimestamp: time.optional(),
-  sentAt: time.optional(),
+  timestamp: time.nullish(),
+  originalTimestamp: time.nullish(),
+  sentAt: time.nullish(),
   context: dict.optional(),
   integrations: dict.optional(),
 }
@@ -65,6 +111,6 @@ export type Message =
 export const BatchBody = z.looseObject({
   batch: z.array(z.unknown(), 'must be an array of messages'),
   writeKey: z.string().optional(),
-  sentAt: time.optional(),
+  sentAt: time.nullish(),
   context: dict.optional(),
 })

@@ -8,12 +8,15 @@ import { createLogger } from './logger.js'
 import { migrate } from './store/migrate.js'
 import { SignalBus } from './signals.js'
 import { openStore } from './store/node.js'
+import type { Store } from './store/store.js'
 
 export type RunningServer = {
   url: string
   port: number
   adminToken: string
   writeKeys: { key: string; source: string }[]
+  /** The open store (tests read rows back through it, and break it to check the 503 path). */
+  store: Store
   /** Stop taking requests, flush acknowledged-to-be writes, close the store. */
   close(): Promise<void>
 }
@@ -49,6 +52,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     port,
     adminToken,
     writeKeys: [...writeKeys],
+    store,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => server.close(() => resolve()))

@@ -24,7 +24,10 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 const SHORT_PATH = { track: 't', identify: 'i', group: 'g', page: 'p', screen: 's', alias: 'a' } as const satisfies Record<MessageType, string>
 
 const BAD_JSON = new ApiError({ code: 'BAD_REQUEST', message: 'the body is not valid JSON', details: [{ path: '(body)', message: 'not JSON' }] })
-const TOO_LARGE = () => new ApiError({ code: 'PAYLOAD_TOO_LARGE', message: `the request is larger than ${LIMITS.requestBytes} bytes` })
+// The body may be left unread: `Connection: close` keeps the client from reusing a socket that
+// still carries the rest of it.
+const TOO_LARGE = () =>
+  new ApiError({ code: 'PAYLOAD_TOO_LARGE', message: `the request is larger than ${LIMITS.requestBytes} bytes`, headers: { Connection: 'close' } })
 
 /** UTF-8 length of a string, counted without encoding it. */
 function utf8Length(s: string): number {

@@ -45,6 +45,38 @@ export const EnvSchema = z.object({
   INGEST_FLUSH_MS: int(0, 1000).default(5),
   /** Group commit: flush as soon as this many messages are waiting. */
   INGEST_MAX_BATCH_ROWS: int(1, 1_000_000).default(10_000),
+  /**
+   * Cluster mode: the ClickHouse cluster name (as in the server's `remote_servers`). Migrations then
+   * emit `ON CLUSTER`, Replicated engines and Distributed tables over sharded local tables.
+   */
+  CLICKHOUSE_CLUSTER: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a plain identifier (the cluster name in remote_servers)')
+    .optional(),
+  /** Workers: the first retry of a failed ingestion batch waits this long, doubling per attempt (≤ 12 h). */
+  QUEUE_RETRY_BASE_SECONDS: int(0, 43_200).default(30),
+  /** Public base URL of this service, for links in Slack messages (default: the address it listens on). */
+  PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** Tokens that may read the live signal stream (not manage anything), comma-separated, ≥ 16 characters each. */
+  READ_TOKENS: z
+    .string()
+    .transform((raw) => raw.split(',').map((s) => s.trim()).filter(Boolean))
+    .pipe(z.array(z.string().min(16, 'each read token must be at least 16 characters')).min(1, 'lists no token'))
+    .optional(),
+  /** Webhooks: one attempt is abandoned (and retried) after this long. */
+  WEBHOOK_TIMEOUT_MS: int(100, 300_000).default(10_000),
+  /** Webhooks: attempts before a delivery is dead-lettered (with the default backoff: about a day). */
+  WEBHOOK_MAX_ATTEMPTS: int(1, 100).default(17),
+  /** Webhooks: the first retry waits about this long, doubling per attempt (± 20 % jitter)… */
+  WEBHOOK_BACKOFF_BASE_MS: int(1, 3_600_000).default(10_000),
+  /** …up to this long between two attempts. */
+  WEBHOOK_BACKOFF_MAX_MS: int(1, 86_400_000).default(4 * 3_600_000),
+  /** Webhooks: attempts in flight at once per endpoint (endpoints never wait for each other). */
+  WEBHOOK_CONCURRENCY: int(1, 256).default(8),
+  /** Webhooks: how often the outbox re-reads the signal log without being woken (a fallback). */
+  WEBHOOK_POLL_MS: int(10, 600_000).default(2000),
+  /** Live stream: a comment line is sent this often so proxies keep the connection open. */
+  STREAM_HEARTBEAT_MS: int(10, 600_000).default(15_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })
 

@@ -2,13 +2,9 @@ import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { createClient, type ClickHouseClientConfigOptions } from '@clickhouse/client'
 import type { Config } from '../config.js'
-import { type Store, storeFromClient } from './store.js'
+import { CLIENT_SETTINGS, type Store, storeFromClient } from './store.js'
 
-const SETTINGS = {
-  // DateTime64 values arrive as ISO strings; rows come back with 64-bit ints as numbers.
-  date_time_input_format: 'best_effort',
-  output_format_json_quote_64bit_integers: 0,
-} as const
+const SETTINGS = CLIENT_SETTINGS
 
 /**
  * Open the store named by the config: a ClickHouse server when `CLICKHOUSE_URL` is set, otherwise

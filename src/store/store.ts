@@ -1,6 +1,15 @@
 export type Params = Record<string, unknown>
 
 /**
+ * Client settings every store uses, on Node and on Workers: DateTime64 values arrive as ISO
+ * strings; rows come back with 64-bit ints as numbers.
+ */
+export const CLIENT_SETTINGS = {
+  date_time_input_format: 'best_effort',
+  output_format_json_quote_64bit_integers: 0,
+} as const
+
+/**
  * The access layer every part of signalbox uses: two small interfaces on top of a
  * `@clickhouse/client` (Node, embedded chDB or HTTP) or `@clickhouse/client-web` (Workers).
  * Values always travel as `{name:Type}` query parameters, never spliced into SQL.

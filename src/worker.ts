@@ -1,0 +1,68 @@
+import type { Logger } from 'pino'
+import { createApp } from './app.js'
+import { consumeIngestBatch } from './edge/consumer.js'
+import { runScheduled } from './edge/cron.js'
+import { type EdgeConfig, configFromBindings, type WorkerEnv } from './edge/config.js'
+import { createEdgeLogger } from './edge/logger.js'
+import { QueueSink } from './edge/queue-sink.js'
+import { openWebStore } from './edge/store.js'
+import type { ExecutionContext, QueueBatch, ScheduledEvent } from './edge/types.js'
+import { ConfigError } from './config.js'
+import { errorBody, ApiError } from './errors.js'
+import { SignalBus } from './signals.js'
+import type { Store } from './store/store.js'
+
+/**
+ * The Cloudflare Workers entry: the same app as on Node, with the ingestion sink swapped for a
+ * Cloudflare Queue, plus the queue consumer (which stores batches into ClickHouse) and the Cron
+ * Trigger (which evaluates the rules). It holds no logic of its own.
+ */
+type Runtime = { config: EdgeConfig; store: Store; logger: Logger; bus: SignalBus; app: ReturnType<typeof createApp> }
+
+// One runtime per isolate and bindings object: built on first use, reused by later requests.
+const runtimes = new WeakMap<object, Runtime>()
+
+function runtimeFor(env: WorkerEnv): Runtime {
+  let rt = runtimes.get(env)
+  if (!rt) {
+    const config = configFromBindings(env)
+    const logger = createEdgeLogger(config)
+    const store = openWebStore(config)
+    const bus = new SignalBus()
+    const sink = new QueueSink(env.INGEST_QUEUE)
+    const app = createApp({ config, store, sink, adminToken: config.ADMIN_TOKEN, writeKeys: config.WRITE_KEYS, logger, bus })
+    rt = { config, store, logger, bus, app }
+    runtimes.set(env, rt)
+  }
+  return rt
+}
+
+/** A configuration error names the variables (never their values) and answers 500 to every request. */
+function misconfigured(err: unknown): Response {
+  const vars = err instanceof ConfigError ? [...err.message.matchAll(/^\s+([A-Z_]+):/gm)].map((m) => m[1]) : []
+  console.error(JSON.stringify({ level: 50, msg: 'signalbox: the Worker cannot start', err: String(err) }))
+  const message = vars.length ? `the Worker's configuration is invalid: ${vars.join(', ')} (see the Worker's logs)` : 'the Worker could not start (see its logs)'
+  return Response.json(errorBody(new ApiError({ code: 'INTERNAL_SERVER_ERROR', message })), { status: 500 })
+}
+
+export default {
+  async fetch(request: Request, env: WorkerEnv, ctx: ExecutionContext): Promise<Response> {
+    let rt: Runtime
+    try {
+      rt = runtimeFor(env)
+    } catch (err) {
+      return misconfigured(err)
+    }
+    return rt.app.fetch(request, env, ctx as never)
+  },
+
+  async queue(batch: QueueBatch<unknown>, env: WorkerEnv): Promise<void> {
+    const rt = runtimeFor(env)
+    await consumeIngestBatch(batch, { store: rt.store, logger: rt.logger, retryBaseSeconds: rt.config.QUEUE_RETRY_BASE_SECONDS })
+  },
+
+  async scheduled(event: ScheduledEvent, env: WorkerEnv, ctx: ExecutionContext): Promise<void> {
+    const rt = runtimeFor(env)
+    ctx.waitUntil(runScheduled({ store: rt.store, logger: rt.logger, bus: rt.bus, now: () => event.scheduledTime }))
+  },
+}

@@ -1,0 +1,293 @@
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, type IncomingMessage } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createClient, type ClickHouseClientConfigOptions } from '@clickhouse/client'
+import { createChdbConnection } from 'chdb/connection'
+import { unstable_startWorker } from 'wrangler'
+import { migrate } from '../src/store/migrate.js'
+import { CLIENT_SETTINGS, type Store, storeFromClient } from '../src/store/store.js'
+import { ADMIN_TOKEN, APP_KEY, tempDir, WRITE_KEY } from './harness.js'
+
+const ROOT = fileURLToPath(new URL('../', import.meta.url))
+
+/** One request as ClickHouse's HTTP interface received it. */
+export type CapturedRequest = {
+  method: string
+  path: string
+  /** URL parameters: `query`, `database`, `query_id`, `param_*` and settings. */
+  params: Record<string, string>
+  user: string | undefined
+  password: string | undefined
+  body: string
+  /** The statement as ClickHouse runs it: the `query` parameter, else the body. */
+  statement: string
+  status: number
+}
+
+/** URL parameters of the HTTP interface that are not settings. */
+const NOT_SETTINGS = new Set(['query', 'database', 'query_id', 'session_id', 'session_timeout', 'session_check', 'default_format', 'user', 'password', 'role', 'compress', 'decompress'])
+
+/**
+ * ClickHouse's HTTP interface on a local port, answered by the embedded engine (chDB) of this
+ * process. The Worker's `@clickhouse/client-web` talks to it exactly as to a ClickHouse server
+ * (no modern server can be installed here), so the server path is tested at its HTTP boundary:
+ * every request is captured (statement, settings, parameters, rows) and then really executed, so
+ * the test can also read back what was stored.
+ */
+export async function startClickHouseHttp(opts: { user?: string; password?: string; database?: string } = {}) {
+  const user = opts.user ?? 'signalbox'
+  const password = opts.password ?? 'ch-test-password'
+  const database = opts.database ?? 'signalbox'
+  const dataDir = tempDir('signalbox-ch-http-')
+  const path = join(dataDir, 'clickhouse')
+  mkdirSync(path, { recursive: true })
+  const connection = createChdbConnection({ path })
+  const client = createClient({
+    connection: connection as unknown as NonNullable<ClickHouseClientConfigOptions['connection']>,
+    clickhouse_settings: CLIENT_SETTINGS,
+  })
+  const store: Store = storeFromClient(client, 'embedded')
+  await migrate(store)
+
+  const requests: CapturedRequest[] = []
+  /** Answer a request with a ClickHouse error instead of running it (to test retries). */
+  let failWhen: ((r: CapturedRequest) => boolean) | undefined
+
+  const server = createServer(async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    const body = await readBody(req)
+    const params = Object.fromEntries(url.searchParams)
+    const auth = credentials(req)
+    const captured: CapturedRequest = {
+      method: req.method ?? 'GET',
+      path: url.pathname,
+      params,
+      user: auth.user,
+      password: auth.password,
+      body,
+      statement: params.query ?? body,
+      status: 200,
+    }
+    requests.push(captured)
+    const fail = (status: number, code: number, type: string, message: string) => {
+      captured.status = status
+      res.writeHead(status, { 'content-type': 'text/plain', 'x-clickhouse-exception-code': String(code) })
+      res.end(`Code: ${code}. DB::Exception: ${message}. (${type}) (version 25.3.1.1)\n`)
+    }
+    if (url.pathname === '/ping') return void res.end('Ok.\n')
+    if (url.pathname !== '/') return fail(404, 0, 'UNKNOWN', `no handler for ${url.pathname}`)
+    if (auth.user !== user || auth.password !== password) {
+      return fail(403, 516, 'AUTHENTICATION_FAILED', `${auth.user}: Authentication failed: password is incorrect, or there is no user with such name`)
+    }
+    // Without `database`, ClickHouse uses the user's default database (here: the same tables).
+    if (params.database !== undefined && params.database !== database) {
+      return fail(404, 81, 'UNKNOWN_DATABASE', `Database ${params.database} does not exist`)
+    }
+    if (failWhen?.(captured)) return fail(503, 210, 'NETWORK_ERROR', 'injected failure')
+
+    const query_params: Record<string, unknown> = {}
+    const settings: Record<string, string> = {}
+    for (const [k, v] of Object.entries(params)) {
+      if (k.startsWith('param_')) query_params[k.slice(6)] = fromParamText(v)
+      else if (!NOT_SETTINGS.has(k)) settings[k] = v
+    }
+    try {
+      const result = await connection.exec({
+        query: params.query ?? body,
+        // chDB takes the rows as text; the declared type is Node's stream.
+        values: (params.query !== undefined && body !== '' ? body : undefined) as never,
+        query_params,
+        clickhouse_settings: settings,
+        query_id: params.query_id,
+      })
+      const chunks: Buffer[] = []
+      for await (const chunk of result.stream) chunks.push(Buffer.from(chunk as Uint8Array))
+      res.writeHead(200, {
+        'content-type': 'text/plain; charset=UTF-8',
+        'x-clickhouse-query-id': result.query_id,
+        'x-clickhouse-summary': JSON.stringify(result.summary ?? {}),
+      })
+      res.end(Buffer.concat(chunks))
+    } catch (err) {
+      const e = err as { code?: string; type?: string; message?: string }
+      fail(500, Number(e.code ?? 1000), e.type ?? 'UNKNOWN', String(e.message ?? err))
+    }
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as AddressInfo).port
+
+  return {
+    url: `http://127.0.0.1:${port}`,
+    user,
+    password,
+    database,
+    store,
+    requests,
+    set failWhen(f: ((r: CapturedRequest) => boolean) | undefined) {
+      failWhen = f
+    },
+    /** Requests whose statement matches, in arrival order. */
+    matching(re: RegExp) {
+      return requests.filter((r) => re.test(r.statement))
+    },
+    async close() {
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+      await client.close()
+      rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
+
+export type ClickHouseHttp = Awaited<ReturnType<typeof startClickHouseHttp>>
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+    req.on('error', reject)
+  })
+}
+
+/** `X-ClickHouse-User`/`X-ClickHouse-Key` headers, or HTTP Basic auth, as ClickHouse accepts them. */
+function credentials(req: IncomingMessage): { user?: string; password?: string } {
+  const h = req.headers
+  if (h['x-clickhouse-user']) return { user: String(h['x-clickhouse-user']), password: String(h['x-clickhouse-key'] ?? '') }
+  const basic = h.authorization?.match(/^Basic\s+(.+)$/i)?.[1]
+  if (!basic) return {}
+  const decoded = Buffer.from(basic, 'base64').toString('utf8')
+  const i = decoded.indexOf(':')
+  return { user: decoded.slice(0, i), password: decoded.slice(i + 1) }
+}
+
+/**
+ * A `param_*` value, as text in ClickHouse's escaped format, back to the value chDB's binder takes:
+ * arrays are parsed (their elements are quoted literals), NULL is `\N`, anything else is unescaped
+ * text that the engine parses as the declared type, as the server does.
+ */
+export function fromParamText(text: string): unknown {
+  if (text === '\\N') return null
+  if (text.startsWith('[')) return parseLiteral(text, { i: 0 })
+  return text.replace(/\\(.)/g, (_, c: string) => ({ t: '\t', n: '\n', r: '\r', '0': '\0', b: '\b', f: '\f' })[c] ?? c)
+}
+
+function parseLiteral(s: string, at: { i: number }): unknown {
+  const ch = s[at.i]
+  if (ch === '[') {
+    at.i++
+    const out: unknown[] = []
+    while (s[at.i] !== ']') {
+      out.push(parseLiteral(s, at))
+      if (s[at.i] === ',') at.i++
+    }
+    at.i++
+    return out
+  }
+  if (ch === "'") {
+    let out = ''
+    at.i++
+    while (s[at.i] !== "'") {
+      if (s[at.i] === '\\') {
+        at.i++
+        const c = s[at.i] as string
+        out += ({ t: '\t', n: '\n', r: '\r', '0': '\0', b: '\b', f: '\f' } as Record<string, string>)[c] ?? c
+      } else out += s[at.i]
+      at.i++
+    }
+    at.i++
+    return out
+  }
+  const m = /^[^,\]]+/.exec(s.slice(at.i))
+  const raw = m?.[0] ?? ''
+  at.i += raw.length
+  if (raw === 'NULL') return null
+  if (raw === 'TRUE' || raw === 'FALSE') return raw === 'TRUE'
+  return Number(raw)
+}
+
+/**
+ * The Worker in workerd under `wrangler dev` (local queues), from the real wrangler.toml with the
+ * queue timings shortened for tests: batches are delivered without waiting, retries are immediate,
+ * and optionally a consumer replays the dead-letter queue.
+ */
+export async function startTestWorker(opts: {
+  clickhouse: Pick<ClickHouseHttp, 'url' | 'user' | 'password' | 'database'> | { url: string; user?: string; password?: string; database?: string }
+  vars?: Record<string, string>
+  maxRetries?: number
+  replayDeadLetters?: boolean
+}) {
+  const dir = tempDir('signalbox-worker-')
+  let toml = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8')
+  const patch = (re: RegExp, by: string) => {
+    if (!re.test(toml)) throw new Error(`wrangler.toml no longer matches ${re}`)
+    toml = toml.replace(re, by)
+  }
+  patch(/^main = "src\/worker\.ts"$/m, `main = ${JSON.stringify(join(ROOT, 'src/worker.ts'))}`)
+  patch(/^max_batch_timeout = \d+$/m, 'max_batch_timeout = 0')
+  if (opts.maxRetries !== undefined) patch(/^max_retries = \d+$/m, `max_retries = ${opts.maxRetries}`)
+  if (opts.replayDeadLetters) {
+    toml += '\n[[queues.consumers]]\nqueue = "signalbox-ingest-dlq"\nmax_batch_size = 100\nmax_batch_timeout = 0\nmax_retries = 3\n'
+  }
+  const config = join(dir, 'wrangler.toml')
+  writeFileSync(config, toml)
+  const vars: Record<string, string> = {
+    CLICKHOUSE_URL: opts.clickhouse.url,
+    CLICKHOUSE_USER: opts.clickhouse.user ?? 'default',
+    CLICKHOUSE_PASSWORD: opts.clickhouse.password ?? '',
+    CLICKHOUSE_DATABASE: opts.clickhouse.database ?? 'signalbox',
+    ADMIN_TOKEN,
+    WRITE_KEYS: `${WRITE_KEY}:web,${APP_KEY}:app`,
+    QUEUE_RETRY_BASE_SECONDS: '0',
+    LOG_LEVEL: 'warn',
+    ...opts.vars,
+  }
+  const worker = await unstable_startWorker({
+    config,
+    bindings: Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }])),
+    dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, persist: false, watch: false, logLevel: 'error' },
+  })
+  await worker.ready
+  const url = (await worker.url).origin
+  const harness = {
+    url,
+    worker,
+    post(path: string, body: unknown, key: string | null = WRITE_KEY, headers: Record<string, string> = {}) {
+      return fetch(`${url}${path}`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          ...(key ? { authorization: `Basic ${Buffer.from(`${key}:`).toString('base64')}` } : {}),
+          ...headers,
+        },
+        body: typeof body === 'string' ? body : JSON.stringify(body),
+      })
+    },
+    admin(path: string, init: RequestInit = {}) {
+      return fetch(`${url}${path}`, {
+        ...init,
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json', ...(init.headers ?? {}) },
+      })
+    },
+    async dispose() {
+      await worker.dispose()
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+  return harness
+}
+
+export type TestWorker = Awaited<ReturnType<typeof startTestWorker>>
+
+/** Poll until `check` returns a value (not undefined), or fail after the deadline. */
+export async function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await check()
+    if (v !== undefined) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
+}

@@ -1,0 +1,90 @@
+import { rmSync } from 'node:fs'
+import { loadConfig } from '../src/config.js'
+import { migrate } from '../src/store/migrate.js'
+import { openStore } from '../src/store/node.js'
+import type { Store } from '../src/store/store.js'
+import { chTime, type EventRow } from '../ingest/normalize.js'
+import { GroupCommitWriter } from '../ingest/writer.js'
+import { tempDir } from './harness.js'
+
+export const DAY = 86_400_000
+export const HOUR = 3_600_000
+/** The fixed "now" of the rule tests: 2026-03-01T12:00:00Z. */
+export const NOW = Date.UTC(2026, 2, 1, 12)
+
+/** A store on a temp DATA_DIR with every migration applied (one per test file: chDB is one engine per process). */
+export async function openRuleStore() {
+  const dir = tempDir('signalbox-rules-')
+  const store = await openStore(loadConfig({ DATA_DIR: dir }))
+  await migrate(store)
+  const writer = new GroupCommitWriter(store, { flushMs: 0, maxRows: 100_000 })
+  return {
+    store,
+    /** Store events through the real ingestion writer (dedup, memberships, identities, traits). */
+    put: (rows: EventRow[]) => writer.write({ events: rows, errors: [] }),
+    async reset() {
+      for (const t of ['events_v1', 'users_v1', 'accounts_v1', 'memberships_v1', 'identities_v1', 'user_traits_v1', 'account_traits_v1']) {
+        await store.command(`TRUNCATE TABLE IF EXISTS ${t}`)
+      }
+      for (const t of await rollupTables(store)) await store.command(`TRUNCATE TABLE ${t}`)
+    },
+    async close() {
+      await writer.close()
+      await store.close()
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+async function rollupTables(store: Store): Promise<string[]> {
+  const rows = await store.query<{ name: string }>(
+    "SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE '%daily%' AND engine NOT LIKE '%View%'",
+  )
+  return rows.map((r) => r.name)
+}
+
+let seq = 0
+
+/** One events_v1 row, as ingestion would store it. */
+export function ev(e: {
+  at: number
+  type?: 'track' | 'page' | 'screen' | 'identify' | 'group' | 'alias'
+  event?: string
+  userId?: string
+  anonymousId?: string
+  accountId?: string
+  properties?: Record<string, unknown>
+  traits?: Record<string, unknown>
+  previousId?: string
+  source?: string
+  messageId?: string
+}): EventRow {
+  const type = e.type ?? 'track'
+  return {
+    source: e.source ?? 'web',
+    message_id: e.messageId ?? `m${++seq}`,
+    type,
+    event: type === 'page' ? 'Page Viewed' : type === 'screen' ? 'Screen Viewed' : (e.event ?? ''),
+    user_id: e.userId ?? '',
+    anonymous_id: e.anonymousId ?? '',
+    account_id: e.accountId ?? '',
+    timestamp: chTime(e.at),
+    original_timestamp: null,
+    sent_at: null,
+    received_at: chTime(e.at),
+    properties: JSON.stringify(e.properties ?? {}),
+    traits: JSON.stringify(e.traits ?? {}),
+    context: '{}',
+    previous_id: e.previousId ?? '',
+  }
+}
+
+/** `n` track events spread evenly over (from, to]. */
+export function many(n: number, from: number, to: number, base: Omit<Parameters<typeof ev>[0], 'at'>): EventRow[] {
+  return Array.from({ length: n }, (_, i) => ev({ ...base, at: to - Math.floor(((to - from - 1) * i) / Math.max(1, n)) }))
+}
+
+export const identify = (userId: string, traits: Record<string, unknown>, at: number, anonymousId?: string) =>
+  ev({ type: 'identify', userId, anonymousId, traits, at })
+export const group = (userId: string, accountId: string, traits: Record<string, unknown>, at: number) =>
+  ev({ type: 'group', userId, accountId, traits, at })

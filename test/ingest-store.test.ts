@@ -1,0 +1,319 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { chTime, FUTURE_LIMIT_MS } from '../ingest/normalize.js'
+import { GroupCommitWriter } from '../ingest/writer.js'
+import { StoreUnavailableError } from '../src/errors.js'
+import type { Store } from '../src/store/store.js'
+import { APP_KEY, startTestServer, type TestServer } from './harness.js'
+
+// What ingestion leaves in the store: rejected messages kept with their reason, exact
+// deduplication (across resends, restarts, one batch, concurrent requests), clock-skew
+// correction, and acknowledgement only after a durable insert.
+
+let sb: TestServer
+const store = () => sb.server.store
+beforeAll(async () => {
+  sb = await startTestServer()
+})
+afterAll(async () => {
+  await sb?.stop()
+})
+
+let seq = 0
+const uid = (prefix: string) => `${prefix}-${++seq}`
+const iso = (ms: number) => new Date(ms).toISOString()
+/** ClickHouse DateTime64 text (UTC) to epoch ms. */
+const ms = (ch: string) => Date.parse(`${ch.replace(' ', 'T')}Z`)
+
+async function count(sql: string, params: Record<string, unknown> = {}): Promise<number> {
+  const [row] = await store().query<{ n: number }>(sql, params)
+  return Number(row?.n)
+}
+const storedIds = async (ids: string[]) =>
+  (await store().query<{ message_id: string }>('SELECT message_id FROM events_v1 WHERE message_id IN {ids:Array(String)} ORDER BY message_id', { ids })).map(
+    (r) => r.message_id,
+  )
+
+const trackMsg = (messageId: string, extra: Record<string, unknown> = {}) => ({
+  type: 'track',
+  messageId,
+  userId: 'store-user',
+  event: 'Report Exported',
+  properties: { format: 'csv' },
+  timestamp: iso(Date.now() - 1000),
+  ...extra,
+})
+
+describe('rejected messages are kept with their reason', () => {
+  it('a mixed batch stores the good messages and records each bad one in ingest_errors_v1', async () => {
+    const [good1, bad, good2] = [uid('mix'), uid('mix'), uid('mix')]
+    const batch = [trackMsg(good1), { type: 'track', messageId: bad, userId: 'store-user', event: '' }, trackMsg(good2)]
+    const res = await sb.post('/v1/batch', { batch, sentAt: iso(Date.now()) })
+    expect(await res.json()).toEqual({ success: true, accepted: 2, rejected: [{ index: 1, path: 'event', message: expect.any(String) }] })
+    expect(await storedIds([good1, bad, good2])).toEqual([good1, good2].sort())
+    const errors = await store().query<Record<string, unknown>>(
+      'SELECT source, level, route, batch_index, message_id, path, message, payload FROM ingest_errors_v1 WHERE message_id = {id:String}',
+      { id: bad },
+    )
+    expect(errors).toEqual([
+      {
+        source: 'web',
+        level: 'error',
+        route: '/v1/batch',
+        batch_index: 1,
+        message_id: bad,
+        path: 'event',
+        message: expect.stringMatching(/.+/),
+        payload: JSON.stringify(batch[1]),
+      },
+    ])
+  })
+
+  it('a single invalid call is recorded too', async () => {
+    const id = uid('single-bad')
+    const res = await sb.post('/v1/group', { messageId: id, userId: 'store-user' })
+    expect(res.status).toBe(400)
+    expect(await store().query('SELECT route, path, level FROM ingest_errors_v1 WHERE message_id = {id:String}', { id })).toEqual([
+      { route: '/v1/group', path: 'groupId', level: 'error' },
+    ])
+  })
+})
+
+describe('deduplication by messageId, per source', () => {
+  const batch = Array.from({ length: 5 }, (_, i) => ({
+    type: i === 0 ? 'identify' : 'track',
+    messageId: `dedup-${i}`,
+    userId: 'dedup-user',
+    ...(i === 0 ? { traits: { plan: 'free', seats: 3 } } : { event: 'Seat Added', properties: { n: i } }),
+    timestamp: iso(Date.now() - 60_000),
+  }))
+  const ids = batch.map((m) => m.messageId)
+  const traitRows = () => count("SELECT count() AS n FROM user_traits_v1 WHERE user_id = 'dedup-user'")
+
+  it('the same batch sent twice with a new sentAt is stored once', async () => {
+    const first = await sb.post('/v1/batch', { batch, sentAt: iso(Date.now()) })
+    const second = await sb.post('/v1/batch', { batch, sentAt: iso(Date.now() + 1500) })
+    // `accepted` counts valid messages: a resend is accepted (and counted once).
+    expect([await first.json(), await second.json()]).toEqual([
+      { success: true, accepted: 5, rejected: [] },
+      { success: true, accepted: 5, rejected: [] },
+    ])
+    expect(await storedIds(ids)).toEqual(ids)
+    expect(await traitRows()).toBe(2)
+  })
+
+  it('and again after a restart', async () => {
+    await sb.restart()
+    const res = await sb.post('/v1/batch', { batch, sentAt: iso(Date.now() + 3000) })
+    expect(res.status).toBe(200)
+    expect(await storedIds(ids)).toEqual(ids)
+    expect(await traitRows()).toBe(2)
+    expect((await sb.stats()).events).toBeGreaterThanOrEqual(5)
+    expect(await count("SELECT count() AS n FROM events_v1 WHERE user_id = 'dedup-user'")).toBe(5)
+  })
+
+  it('a messageId repeated inside one batch is stored once (the first occurrence)', async () => {
+    const id = uid('repeat')
+    const res = await sb.post('/v1/batch', {
+      batch: [trackMsg(id, { event: 'First' }), trackMsg(uid('other')), trackMsg(id, { event: 'Second' })],
+    })
+    expect(await res.json()).toMatchObject({ accepted: 3 })
+    expect(await store().query('SELECT event FROM events_v1 WHERE message_id = {id:String}', { id })).toEqual([{ event: 'First' }])
+  })
+
+  it('concurrent requests carrying the same messageId store it once', async () => {
+    const shared = uid('concurrent')
+    const own = Array.from({ length: 12 }, () => uid('own'))
+    const responses = await Promise.all(own.map((id) => sb.post('/v1/batch', { batch: [trackMsg(shared), trackMsg(id)] })))
+    expect(responses.map((r) => r.status)).toEqual(own.map(() => 200))
+    expect(await storedIds([shared, ...own])).toEqual([shared, ...own].sort())
+    expect(await count('SELECT count() AS n FROM events_v1 WHERE message_id = {id:String}', { id: shared })).toBe(1)
+  })
+
+  it('the same messageId from two sources is two messages', async () => {
+    const id = uid('two-sources')
+    await sb.post('/v1/track', trackMsg(id))
+    await sb.post('/v1/track', trackMsg(id), APP_KEY)
+    await sb.post('/v1/track', trackMsg(id), APP_KEY)
+    expect(await store().query('SELECT source FROM events_v1 WHERE message_id = {id:String} ORDER BY source', { id })).toEqual([
+      { source: 'app' },
+      { source: 'web' },
+    ])
+  })
+
+  it('a message without messageId is assigned one', async () => {
+    const res = await sb.post('/v1/track', { userId: 'no-id-user', event: 'Anonymous Id Test' })
+    expect(res.status).toBe(200)
+    const rows = await store().query<{ message_id: string }>("SELECT message_id FROM events_v1 WHERE user_id = 'no-id-user'")
+    expect(rows).toEqual([{ message_id: expect.stringMatching(/^sb-[0-9A-HJKMNP-TV-Z]{26}$/) }])
+  })
+})
+
+describe('clock skew', () => {
+  type Row = { timestamp: string; original_timestamp: string | null; sent_at: string | null; received_at: string }
+  const row = async (id: string) =>
+    (await store().query<Row>('SELECT timestamp, original_timestamp, sent_at, received_at FROM events_v1 WHERE message_id = {id:String}', { id }))[0] as Row
+
+  it('a client whose clock is an hour ahead gets its timestamps corrected', async () => {
+    const HOUR = 3_600_000
+    const before = Date.now()
+    const batch = [0, 1, 2].map((i) => trackMsg(uid('skew'), { timestamp: iso(before + HOUR - (30 - i) * 1000) }))
+    await sb.post('/v1/batch', { batch, sentAt: iso(before + HOUR) })
+    const after = Date.now()
+    for (const [i, m] of batch.entries()) {
+      const r = await row(m.messageId)
+      const received = ms(r.received_at)
+      expect(received).toBeGreaterThanOrEqual(before)
+      expect(received).toBeLessThanOrEqual(after)
+      expect(r.original_timestamp).toBe(chTime(Date.parse(m.timestamp)))
+      expect(r.sent_at).toBe(chTime(before + HOUR))
+      // receivedAt − (sentAt − originalTimestamp): the event happened 30 − i seconds before the send.
+      expect(r.timestamp).toBe(chTime(received - (30 - i) * 1000))
+      expect(Math.abs(ms(r.timestamp) - (before - (30 - i) * 1000))).toBeLessThan(after - before + 1000)
+    }
+  })
+
+  it('per-message sentAt wins over the batch sentAt', async () => {
+    const id = uid('skew-own')
+    const t = Date.now()
+    await sb.post('/v1/batch', { batch: [trackMsg(id, { timestamp: iso(t - 10_000), sentAt: iso(t) })], sentAt: iso(t + 7_200_000) })
+    const r = await row(id)
+    expect(r.timestamp).toBe(chTime(ms(r.received_at) - 10_000))
+  })
+
+  it('a timestamp more than 23 h in the future is stored as receivedAt, with a warning', async () => {
+    const id = uid('future')
+    const t = Date.now()
+    const res = await sb.post('/v1/batch', { batch: [trackMsg(id, { timestamp: iso(t + FUTURE_LIMIT_MS + 3_600_000) })], sentAt: iso(t) })
+    expect(await res.json()).toEqual({ success: true, accepted: 1, rejected: [] })
+    const r = await row(id)
+    expect(r.timestamp).toBe(r.received_at)
+    expect(await store().query('SELECT level, path, batch_index FROM ingest_errors_v1 WHERE message_id = {id:String}', { id })).toEqual([
+      { level: 'warning', path: 'timestamp', batch_index: 0 },
+    ])
+  })
+
+  it('a message without timestamp or sentAt is dated receivedAt', async () => {
+    const id = uid('no-time')
+    await sb.post('/v1/track', { messageId: id, userId: 'u', event: 'Untimed' })
+    const r = await row(id)
+    expect(r).toEqual({ timestamp: r.received_at, original_timestamp: null, sent_at: null, received_at: r.received_at })
+  })
+})
+
+describe('acknowledgement means stored', () => {
+  it('an insert that fails after the derived rows answers 503; the resend stores the message once', async () => {
+    const id = uid('partial')
+    const msg = { type: 'identify', messageId: id, userId: 'partial-user', traits: { plan: 'pro' }, timestamp: iso(Date.now() - 5000) }
+    // A real ClickHouse error on the events insert only: the dedup lookup and derived inserts pass.
+    await store().command('ALTER TABLE events_v1 ADD CONSTRAINT test_refuse_all CHECK 0')
+    let status: number
+    try {
+      status = (await sb.post('/v1/batch', { batch: [msg], sentAt: iso(Date.now()) })).status
+    } finally {
+      await store().command('ALTER TABLE events_v1 DROP CONSTRAINT test_refuse_all')
+    }
+    expect(status).toBe(503)
+    expect(await storedIds([id])).toEqual([])
+    expect(await count("SELECT count() AS n FROM user_traits_v1 WHERE user_id = 'partial-user'")).toBe(1)
+    const again = await sb.post('/v1/batch', { batch: [msg], sentAt: iso(Date.now()) })
+    expect(again.status).toBe(200)
+    expect(await storedIds([id])).toEqual([id])
+    const [user] = await store().query('SELECT user_id, min(first_seen) AS f, max(last_seen) AS l FROM users_v1 WHERE user_id = {u:String} GROUP BY user_id', {
+      u: 'partial-user',
+    })
+    expect(user).toMatchObject({ user_id: 'partial-user' })
+  })
+
+  it('a closed store answers 503 on every route and on /health; a restart recovers', async () => {
+    await store().close()
+    const statuses = [
+      (await sb.post('/v1/track', trackMsg(uid('closed')))).status,
+      (await sb.post('/v1/batch', { batch: [trackMsg(uid('closed'))] })).status,
+      (await fetch(`${sb.url}/health`)).status,
+    ]
+    expect(statuses).toEqual([503, 503, 503])
+    await sb.restart()
+    expect((await sb.post('/v1/track', trackMsg(uid('reopened')))).status).toBe(200)
+  })
+})
+
+describe('GroupCommitWriter', () => {
+  /** The real store, counting the inserts into events_v1. */
+  function counting(inner: Store) {
+    const inserts: number[] = []
+    const wrapped: Store = {
+      kind: inner.kind,
+      query: (sql, params) => inner.query(sql, params),
+      command: (sql, params) => inner.command(sql, params),
+      ping: () => inner.ping(),
+      close: () => inner.close(),
+      async insert(table, rows, settings) {
+        if (table === 'events_v1') inserts.push(rows.length)
+        return inner.insert(table, rows, settings)
+      },
+    }
+    return { store: wrapped, inserts }
+  }
+  const event = (id: string) => ({
+    source: 'writer-test',
+    message_id: id,
+    type: 'track',
+    event: 'Grouped',
+    user_id: 'writer-user',
+    anonymous_id: '',
+    account_id: '',
+    timestamp: chTime(Date.now()),
+    original_timestamp: null,
+    sent_at: null,
+    received_at: chTime(Date.now()),
+    properties: '{}',
+    traits: '{}',
+    context: '{}',
+    previous_id: '',
+  })
+
+  it('concurrent writes share one insert, and each resolves only after it', async () => {
+    const { store: s, inserts } = counting(store())
+    const writer = new GroupCommitWriter(s, { flushMs: 50, maxRows: 10_000 })
+    const ids = Array.from({ length: 40 }, () => uid('group'))
+    await Promise.all(ids.map((id) => writer.write({ events: [event(id)], errors: [] }).then(async () => expect(await storedIds([id])).toEqual([id]))))
+    expect(inserts).toEqual([40])
+    await writer.close()
+  })
+
+  it('flushes as soon as maxRows are waiting, and starts the next block when the running one ends', async () => {
+    const { store: s, inserts } = counting(store())
+    const writer = new GroupCommitWriter(s, { flushMs: 1000, maxRows: 10 })
+    const started = Date.now()
+    await Promise.all(Array.from({ length: 25 }, () => writer.write({ events: [event(uid('size'))], errors: [] })))
+    expect(inserts.reduce((a, b) => a + b, 0)).toBe(25)
+    expect(Math.max(...inserts)).toBeLessThanOrEqual(10)
+    // The remainder of 5 did not wait for the 1 s timer: it followed the running flush.
+    expect(Date.now() - started).toBeLessThan(1000)
+    await writer.close()
+  })
+
+  it('a failed insert rejects every write of the block with StoreUnavailableError', async () => {
+    const writer = new GroupCommitWriter(store(), { flushMs: 20, maxRows: 10_000 })
+    await store().command('ALTER TABLE events_v1 ADD CONSTRAINT test_refuse_writer CHECK 0')
+    let results: PromiseSettledResult<void>[]
+    try {
+      results = await Promise.allSettled([1, 2, 3].map(() => writer.write({ events: [event(uid('fail'))], errors: [] })))
+    } finally {
+      await store().command('ALTER TABLE events_v1 DROP CONSTRAINT test_refuse_writer')
+    }
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected'])
+    for (const r of results) expect((r as PromiseRejectedResult).reason).toBeInstanceOf(StoreUnavailableError)
+    await writer.close()
+  })
+
+  it('close() flushes what is waiting, then refuses new writes', async () => {
+    const writer = new GroupCommitWriter(store(), { flushMs: 1000, maxRows: 10_000 })
+    const id = uid('closing')
+    const pending = writer.write({ events: [event(id)], errors: [] })
+    await writer.close()
+    await pending
+    expect(await storedIds([id])).toEqual([id])
+    await expect(writer.write({ events: [event(uid('late'))], errors: [] })).rejects.toBeInstanceOf(StoreUnavailableError)
+  })
+})

@@ -44,8 +44,10 @@ export function parseTimestamp(text: string): number | undefined {
   const hour = Number(h)
   const minute = Number(mi)
   const second = Number(s)
+  // Date.UTC would read the years 0-99 as 1900-1999: rule them out before (the exact bounds,
+  // which depend on the offset, are checked on the result).
+  if (year < 1899 || year > 2300) return undefined
   if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return undefined
-  // Date.UTC maps years 0-99 to 1900-1999; the range check below rejects them anyway.
   const local = Date.UTC(year, month - 1, day, hour, minute, second, Number(frac.slice(0, 3).padEnd(3, '0')))
   if (new Date(local).getUTCDate() !== day) return undefined
   let offsetMin = 0

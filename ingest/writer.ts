@@ -29,6 +29,8 @@ export interface EventSink {
 type Pending = WriteBatch & { resolve: () => void; reject: (err: unknown) => void }
 
 const LOOKUP_CHUNK = 10_000
+/** Half of ClickHouse's default `http_max_uri_size` (1 MiB), for a server reached over HTTP. */
+const LOOKUP_BYTES = 512 * 1024
 
 /**
  * Group commit into ClickHouse. Concurrent requests wait a few milliseconds (or until enough
@@ -119,16 +121,28 @@ export class GroupCommitWriter implements EventSink {
 /** Per-insert ClickHouse settings (e.g. an insert deduplication token), chosen per table and rows. */
 export type InsertSettings = (table: string, rows: readonly object[]) => Record<string, string | number> | undefined
 
+export type StoreBlockOptions = {
+  settings?: InsertSettings
+  /**
+   * Largest size of the message ids of one dedup lookup, URL-encoded: over HTTP, query parameters
+   * travel in the URL, which ClickHouse caps at 1 MiB (`http_max_uri_size`) and Cloudflare
+   * Workers at 16 KB.
+   */
+  lookupBytes?: number
+  /** Dedup lookups in flight at once (Workers allow 6 open connections per invocation). */
+  lookupConcurrency?: number
+}
+
 /**
  * Store one block of accepted messages: drop those already stored, then write the derived rows
  * and the events. Shared by the Node group-commit writer and the Workers queue consumer; exact
  * when one writer runs at a time (the single flush on Node, `max_concurrency = 1` on the queue).
  * Returns the events newly stored.
  */
-export async function storeBlock(store: Store, batch: WriteBatch, settings?: InsertSettings): Promise<EventRow[]> {
-  const fresh = await dropStored(store, batch.events)
+export async function storeBlock(store: Store, batch: WriteBatch, opts: StoreBlockOptions = {}): Promise<EventRow[]> {
+  const fresh = await dropStored(store, batch.events, opts)
   const derived = deriveRows(fresh)
-  const insert = (table: string, rows: readonly object[]) => store.insert(table, rows, rows.length ? settings?.(table, rows) : undefined)
+  const insert = (table: string, rows: readonly object[]) => store.insert(table, rows, rows.length ? opts.settings?.(table, rows) : undefined)
   // Derived rows first, events last: the events row is the commit record that dedup checks,
   // and every derived table is idempotent, so a crash between the two inserts followed by a
   // client retry rewrites the derived rows harmlessly and then stores the events once.
@@ -146,7 +160,11 @@ export async function storeBlock(store: Store, batch: WriteBatch, settings?: Ins
 }
 
 /** Drop messages repeated within the block or already stored for their source. */
-export async function dropStored(store: Store, events: EventRow[]): Promise<EventRow[]> {
+export async function dropStored(
+  store: Store,
+  events: EventRow[],
+  { lookupBytes = LOOKUP_BYTES, lookupConcurrency = 1 }: Pick<StoreBlockOptions, 'lookupBytes' | 'lookupConcurrency'> = {},
+): Promise<EventRow[]> {
   const unique = new Map<string, EventRow>()
   const bySource = new Map<string, string[]>()
   for (const e of events) {
@@ -157,15 +175,35 @@ export async function dropStored(store: Store, events: EventRow[]): Promise<Even
     ids.push(e.message_id)
     bySource.set(e.source, ids)
   }
+  const lookups: { source: string; ids: string[] }[] = []
   for (const [source, ids] of bySource) {
-    for (let i = 0; i < ids.length; i += LOOKUP_CHUNK) {
+    let chunk: string[] = []
+    let bytes = 0
+    for (const id of ids) {
+      // An id in the URL: quoted, escaped, percent-encoded, comma-separated.
+      const size = encodeURIComponent(id).length + 9
+      if (chunk.length > 0 && (bytes + size > lookupBytes || chunk.length >= LOOKUP_CHUNK)) {
+        lookups.push({ source, ids: chunk })
+        chunk = []
+        bytes = 0
+      }
+      chunk.push(id)
+      bytes += size
+    }
+    if (chunk.length > 0) lookups.push({ source, ids: chunk })
+  }
+  let next = 0
+  const worker = async () => {
+    while (next < lookups.length) {
+      const { source, ids } = lookups[next++] as { source: string; ids: string[] }
       const stored = await store.query<{ message_id: string }>(
         'SELECT message_id FROM events_v1 WHERE source = {source:String} AND message_id IN {ids:Array(String)}',
-        { source, ids: ids.slice(i, i + LOOKUP_CHUNK) },
+        { source, ids },
       )
       for (const r of stored) unique.delete(`${source}\u0000${r.message_id}`)
     }
   }
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(lookupConcurrency, lookups.length)) }, worker))
   return [...unique.values()]
 }
 

@@ -15,6 +15,8 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url))
 /** One request as ClickHouse's HTTP interface received it. */
 export type CapturedRequest = {
   method: string
+  /** Size of the request target (path and query string), which Workers cap at 16 KB. */
+  urlBytes: number
   path: string
   /** URL parameters: `query`, `database`, `query_id`, `param_*` and settings. */
   params: Record<string, string>
@@ -55,13 +57,15 @@ export async function startClickHouseHttp(opts: { user?: string; password?: stri
   /** Answer a request with a ClickHouse error instead of running it (to test retries). */
   let failWhen: ((r: CapturedRequest) => boolean) | undefined
 
-  const server = createServer(async (req, res) => {
+  // ClickHouse accepts URLs up to 1 MiB (http_max_uri_size); Node's default is 16 KB.
+  const server = createServer({ maxHeaderSize: 1024 * 1024 }, async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost')
     const body = await readBody(req)
     const params = Object.fromEntries(url.searchParams)
     const auth = credentials(req)
     const captured: CapturedRequest = {
       method: req.method ?? 'GET',
+      urlBytes: Buffer.byteLength(req.url ?? ''),
       path: url.pathname,
       params,
       user: auth.user,
@@ -244,16 +248,32 @@ export async function startTestWorker(opts: {
     LOG_LEVEL: 'warn',
     ...opts.vars,
   }
+  type Bindings = NonNullable<Parameters<typeof unstable_startWorker>[0]['bindings']>
+  const bindings: Bindings = Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]))
   const worker = await unstable_startWorker({
     config,
-    bindings: Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }])),
-    dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, persist: false, watch: false, logLevel: 'error' },
+    bindings,
+    dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, persist: false, watch: false, logLevel: (process.env.WORKER_LOG_LEVEL as 'error' | undefined) ?? 'error' },
   })
   await worker.ready
   const url = (await worker.url).origin
   const harness = {
     url,
     worker,
+    /**
+     * Reload the Worker (same URL) with its queue producer binding taken away and `INGEST_QUEUE`
+     * bound to something that is not a queue, so every send fails; `false` restores it. (Bindings
+     * from wrangler.toml take precedence over the API's, so the file itself is rewritten.)
+     */
+    async breakQueue(broken: boolean) {
+      const text = broken ? toml.replace(/^binding = "INGEST_QUEUE"$/m, 'binding = "INGEST_QUEUE_DETACHED"') : toml
+      writeFileSync(config, text)
+      await worker.patchConfig({
+        config,
+        bindings: broken ? { ...bindings, INGEST_QUEUE: { type: 'plain_text', value: 'not a queue' } } : bindings,
+      })
+      await worker.ready
+    },
     post(path: string, body: unknown, key: string | null = WRITE_KEY, headers: Record<string, string> = {}) {
       return fetch(`${url}${path}`, {
         method: 'POST',

@@ -213,6 +213,7 @@ export function ingestRoutes(deps: AppDeps) {
       events.push(row)
       if (warning) errors.push(errorRow(c, 'warning', index, warning, raw, receivedAt))
     })
+    c.get('logger').debug({ accepted: events.length, rejected: rejected.length }, 'batch validated; waiting for the store')
     await deps.sink.write({ events, errors })
     return c.json({ success: true, accepted: events.length, rejected } satisfies BatchResponse)
   })

@@ -55,7 +55,11 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     store,
     close() {
       closing ??= (async () => {
+        // close() waits for open connections; keep-alive sockets that go idle after it (their
+        // last response sent) would hold it for the keep-alive timeout, so they are swept.
+        const sweep = setInterval(() => 'closeIdleConnections' in server && server.closeIdleConnections(), 50)
         await new Promise<void>((resolve) => server.close(() => resolve()))
+        clearInterval(sweep)
         await sink.close()
         await store.close()
       })()

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { z } from 'zod'
-import type { Config, WriteKey } from './config.js'
+import { type Config, ConfigError, type WriteKey } from './config.js'
 
 const Stored = z.object({ adminToken: z.string().optional(), writeKey: z.string().optional() })
 
@@ -17,7 +17,7 @@ const token = (prefix: string) => `${prefix}_${randomBytes(24).toString('base64u
  */
 export function resolveCredentials(config: Config): Credentials {
   const file = join(config.DATA_DIR, 'credentials.json')
-  const stored = existsSync(file) ? Stored.parse(JSON.parse(readFileSync(file, 'utf8'))) : {}
+  const stored = existsSync(file) ? readStored(file) : {}
   const generated: Credentials['generated'] = {}
   let adminToken = config.ADMIN_TOKEN
   if (!adminToken) {
@@ -34,4 +34,19 @@ export function resolveCredentials(config: Config): Credentials {
     writeFileSync(file, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600 })
   }
   return { adminToken, writeKeys, generated }
+}
+
+/** A damaged file stops the start: generating new keys over it would lock out every client. */
+function readStored(file: string): z.infer<typeof Stored> {
+  let json: unknown
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'))
+  } catch (err) {
+    throw new ConfigError(`${file} is not valid JSON (${err instanceof Error ? err.message : err}); fix or remove it`)
+  }
+  const parsed = Stored.safeParse(json)
+  if (!parsed.success) {
+    throw new ConfigError(`${file} is damaged: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}; fix or remove it`)
+  }
+  return parsed.data
 }

@@ -1,5 +1,6 @@
 import { ConfigError } from './config.js'
 import { startServer } from './server.js'
+import { StoreOpenError } from './store/node.js'
 
 // The Node runtime entry: start, and on SIGTERM/SIGINT stop taking requests, flush, then exit.
 try {
@@ -16,6 +17,9 @@ try {
     })
   }
 } catch (err) {
-  console.error(err instanceof ConfigError ? `signalbox: ${err.message}` : `signalbox: could not start: ${err instanceof Error ? err.stack : err}`)
+  // Known causes (the environment, the store) are explained by their message; anything else is a bug: its stack.
+  if (err instanceof ConfigError) console.error(`signalbox: ${err.message}`)
+  else if (err instanceof StoreOpenError) console.error(`signalbox: could not start: ${err.message}`)
+  else console.error(`signalbox: could not start: ${err instanceof Error ? err.stack : err}`)
   process.exit(1)
 }

@@ -1,10 +1,20 @@
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { createClient, type ClickHouseClientConfigOptions } from '@clickhouse/client'
+import { ClickHouseLogLevel, createClient, type ClickHouseClientConfigOptions } from '@clickhouse/client'
 import type { Config } from '../config.js'
 import { CLIENT_SETTINGS, type Store, storeFromClient } from './store.js'
 
 const SETTINGS = CLIENT_SETTINGS
+// The client would print its own copy of every failed request to stderr; failures reach the
+// callers (a 503, a failed start) and are logged there, once, through pino.
+const LOG = { level: ClickHouseLogLevel.OFF }
+
+/** A store that cannot be opened: the message says which and where, for the start-up error. */
+export class StoreOpenError extends Error {
+  override name = 'StoreOpenError'
+}
+
+const reason = (err: unknown) => (err instanceof Error ? err.message : String(err))
 
 /**
  * Open the store named by the config: a ClickHouse server when `CLICKHOUSE_URL` is set, otherwise
@@ -12,28 +22,35 @@ const SETTINGS = CLIENT_SETTINGS
  * `SELECT 1` is an error at start, never a silent no-op.
  */
 export async function openStore(config: Config): Promise<Store> {
-  let store: Store
   if (config.CLICKHOUSE_URL) {
-    const admin = createClient({
-      url: config.CLICKHOUSE_URL,
-      username: config.CLICKHOUSE_USER,
-      password: config.CLICKHOUSE_PASSWORD,
-    })
+    const where = `ClickHouse at CLICKHOUSE_URL=${redact(config.CLICKHOUSE_URL)}`
     try {
-      await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.CLICKHOUSE_DATABASE}` })
-    } finally {
-      await admin.close()
+      const admin = createClient({
+        url: config.CLICKHOUSE_URL,
+        username: config.CLICKHOUSE_USER,
+        password: config.CLICKHOUSE_PASSWORD,
+        log: LOG,
+      })
+      try {
+        await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.CLICKHOUSE_DATABASE}` })
+      } finally {
+        await admin.close()
+      }
+      const client = createClient({
+        url: config.CLICKHOUSE_URL,
+        username: config.CLICKHOUSE_USER,
+        password: config.CLICKHOUSE_PASSWORD,
+        database: config.CLICKHOUSE_DATABASE,
+        clickhouse_settings: SETTINGS,
+        log: LOG,
+      })
+      return await pinged(storeFromClient(client, 'server'))
+    } catch (err) {
+      throw new StoreOpenError(`cannot reach ${where}: ${reason(err)}`, { cause: err })
     }
-    const client = createClient({
-      url: config.CLICKHOUSE_URL,
-      username: config.CLICKHOUSE_USER,
-      password: config.CLICKHOUSE_PASSWORD,
-      database: config.CLICKHOUSE_DATABASE,
-      clickhouse_settings: SETTINGS,
-    })
-    store = storeFromClient(client, 'server')
-  } else {
-    const path = resolve(config.DATA_DIR, 'clickhouse')
+  }
+  const path = resolve(config.DATA_DIR, 'clickhouse')
+  try {
     mkdirSync(path, { recursive: true })
     // Imported lazily: the native engine is only loaded when the embedded store is used.
     const { createChdbConnection } = await import('chdb/connection')
@@ -42,9 +59,33 @@ export async function openStore(config: Config): Promise<Store> {
     // chdb types its Connection against the standalone client-common; the client vendors its own
     // copy of the same interface, so the two declarations differ only by origin.
     const connection = createChdbConnection({ path }) as unknown as NonNullable<ClickHouseClientConfigOptions['connection']>
-    const client = createClient({ connection, clickhouse_settings: SETTINGS })
-    store = storeFromClient(client, 'embedded')
+    const client = createClient({ connection, clickhouse_settings: SETTINGS, log: LOG })
+    return await pinged(storeFromClient(client, 'embedded'))
+  } catch (err) {
+    throw new StoreOpenError(
+      `cannot open the embedded ClickHouse in ${path} (DATA_DIR=${config.DATA_DIR}; one process at a time can use a data directory): ${reason(err)}`,
+      { cause: err },
+    )
   }
-  await store.ping()
+}
+
+async function pinged(store: Store): Promise<Store> {
+  try {
+    await store.ping()
+  } catch (err) {
+    await store.close().catch(() => {})
+    throw err
+  }
   return store
+}
+
+/** The URL without its password, for messages. */
+function redact(url: string): string {
+  try {
+    const u = new URL(url)
+    if (u.password) u.password = '***'
+    return u.toString()
+  } catch {
+    return url
+  }
 }

@@ -10,9 +10,10 @@ program
   .command('migrate')
   .description('apply the migrations in migrations/ to the configured store')
   .action(async () => {
-    const store = await openStore(loadConfig(process.env))
+    const config = loadConfig(process.env)
+    const store = await openStore(config)
     try {
-      const applied = await migrate(store)
+      const applied = await migrate(store, undefined, { cluster: config.CLICKHOUSE_CLUSTER })
       console.log(applied.length ? `applied: ${applied.join(', ')}` : 'up to date')
     } finally {
       await store.close()

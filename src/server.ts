@@ -29,7 +29,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const config = loadConfig(env)
   const logger = createLogger(config)
   const store = await openStore(config)
-  const applied = await migrate(store)
+  const applied = await migrate(store, undefined, { cluster: config.CLICKHOUSE_CLUSTER })
   if (applied.length) logger.info({ applied }, 'migrations applied')
   const { adminToken, writeKeys, generated } = resolveCredentials(config)
   const sink = new GroupCommitWriter(store, { flushMs: config.INGEST_FLUSH_MS, maxRows: config.INGEST_MAX_BATCH_ROWS })

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { ClickHouseLogLevel, createClient, type ClickHouseClientConfigOptions } from '@clickhouse/client'
 import type { Config } from '../config.js'
+import { clusterClientSettings } from './cluster.js'
 import { CLIENT_SETTINGS, type Store, storeFromClient } from './store.js'
 
 const SETTINGS = CLIENT_SETTINGS
@@ -32,7 +33,8 @@ export async function openStore(config: Config): Promise<Store> {
         log: LOG,
       })
       try {
-        await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.CLICKHOUSE_DATABASE}` })
+        const onCluster = config.CLICKHOUSE_CLUSTER ? ` ON CLUSTER ${config.CLICKHOUSE_CLUSTER}` : ''
+        await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${config.CLICKHOUSE_DATABASE}${onCluster}` })
       } finally {
         await admin.close()
       }
@@ -41,7 +43,8 @@ export async function openStore(config: Config): Promise<Store> {
         username: config.CLICKHOUSE_USER,
         password: config.CLICKHOUSE_PASSWORD,
         database: config.CLICKHOUSE_DATABASE,
-        clickhouse_settings: SETTINGS,
+        // In cluster mode: foreground, quorum inserts into Distributed tables (see cluster.ts).
+        clickhouse_settings: { ...SETTINGS, ...clusterClientSettings(config.CLICKHOUSE_CLUSTER) },
         log: LOG,
       })
       return await pinged(storeFromClient(client, 'server'))

@@ -5,6 +5,7 @@ import { ApiError, handleError } from './errors.js'
 import type { AppDeps, AppEnv } from './env.js'
 import { requestLogger } from './middleware.js'
 import { statsRoutes } from './routes/stats.js'
+import { rulesApi } from './routes/evaluate.js'
 
 /** The whole HTTP surface, independent of the runtime that serves it. */
 export function createApp(deps: AppDeps) {
@@ -26,6 +27,7 @@ export function createApp(deps: AppDeps) {
   })
   app.route('/v1', ingestRoutes(deps))
   app.route('/v1', statsRoutes(deps))
+  app.route('/v1', rulesApi(deps))
   return app
 }
 

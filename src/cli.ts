@@ -1,5 +1,8 @@
 #!/usr/bin/env -S npx tsx
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import { Command } from 'commander'
+import { parseAllDocuments } from 'yaml'
 import { loadConfig } from './config.js'
 import { migrate } from './store/migrate.js'
 import { openStore } from './store/node.js'
@@ -18,6 +21,138 @@ program
     } finally {
       await store.close()
     }
+  })
+
+// ---------------------------------------------------------------------------------------------
+// `signalbox rules …`: manage rules through a running server's API (SIGNALBOX_URL, ADMIN_TOKEN).
+
+type ApiOptions = { url?: string; token?: string }
+
+function apiTarget(opts: ApiOptions) {
+  const url = (opts.url ?? process.env.SIGNALBOX_URL ?? 'http://127.0.0.1:8787').replace(/\/+$/, '')
+  let token = opts.token ?? process.env.ADMIN_TOKEN
+  if (!token) {
+    // A newcomer's server generated its token into DATA_DIR/credentials.json.
+    const file = join(process.env.DATA_DIR ?? './data', 'credentials.json')
+    if (existsSync(file)) token = (JSON.parse(readFileSync(file, 'utf8')) as { adminToken?: string }).adminToken
+  }
+  if (!token) throw new Error('no admin token: pass --token or set ADMIN_TOKEN')
+  return { url, token }
+}
+
+async function api(opts: ApiOptions, method: string, path: string, body?: string, contentType = 'application/json') {
+  const { url, token } = apiTarget(opts)
+  let res: Response
+  try {
+    res = await fetch(`${url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': contentType } : {}) },
+      body,
+    })
+  } catch (err) {
+    throw new Error(`cannot reach ${url}: ${err instanceof Error ? (err.cause as Error | undefined)?.message ?? err.message : err}`)
+  }
+  const text = await res.text()
+  const json = text ? (JSON.parse(text) as Record<string, unknown>) : {}
+  if (!res.ok) {
+    const e = (json.error ?? {}) as { message?: string; details?: { path: string; message: string }[] }
+    const lines = [e.message ?? `HTTP ${res.status}`, ...(e.details ?? []).map((d) => `  ${d.path}: ${d.message}`)]
+    throw new Error(lines.join('\n'))
+  }
+  return json
+}
+
+/** The rule documents of files and directories, each with the text to send for it. */
+function ruleDocuments(paths: string[]): { file: string; id: string | undefined; body: string; contentType: string }[] {
+  const files = paths.flatMap((p) =>
+    statSync(p).isDirectory()
+      ? readdirSync(p)
+          .filter((f) => /\.(ya?ml|json)$/i.test(f))
+          .sort()
+          .map((f) => join(p, f))
+      : [p],
+  )
+  return files.flatMap((file) => {
+    const text = readFileSync(file, 'utf8')
+    if (/\.json$/i.test(file)) {
+      const value = JSON.parse(text) as unknown
+      return (Array.isArray(value) ? value : [value]).map((doc) => ({
+        file,
+        id: (doc as { id?: string })?.id,
+        body: JSON.stringify(doc),
+        contentType: 'application/json',
+      }))
+    }
+    return parseAllDocuments(text).flatMap((doc) => {
+      if (doc.errors.length) throw new Error(`${file}: ${doc.errors[0]?.message}`)
+      const value = doc.toJS() as { id?: string } | null
+      if (value === null || value === undefined) return []
+      return [{ file, id: value.id, body: doc.toString(), contentType: 'application/yaml' }]
+    })
+  })
+}
+
+const rules = program.command('rules').description('manage rules on a running server (SIGNALBOX_URL, ADMIN_TOKEN)')
+const withApi = (c: Command) =>
+  c
+    .option('--url <url>', 'the server (default: SIGNALBOX_URL, else http://127.0.0.1:8787)')
+    .option('--token <token>', 'the admin token (default: ADMIN_TOKEN, else DATA_DIR/credentials.json)')
+
+withApi(rules.command('apply').argument('<paths...>', 'rule files (YAML or JSON) or directories of them'))
+  .description('create or update rules from files; each changed rule gets a new version')
+  .action(async (paths: string[], opts: ApiOptions) => {
+    let failed = 0
+    for (const doc of ruleDocuments(paths)) {
+      if (!doc.id) {
+        console.error(`${doc.file}: a rule document needs an id`)
+        failed++
+        continue
+      }
+      try {
+        const r = await api(opts, 'PUT', `/v1/rules/${encodeURIComponent(doc.id)}`, doc.body, doc.contentType)
+        console.log(`${doc.id}\tv${r.version}\t${r.status}`)
+      } catch (err) {
+        console.error(`${doc.file}: ${doc.id}: ${err instanceof Error ? err.message : err}`)
+        failed++
+      }
+    }
+    if (failed) process.exitCode = 1
+  })
+
+withApi(rules.command('list'))
+  .description('list the current rules')
+  .option('--json', 'print the API response')
+  .action(async (opts: ApiOptions & { json?: boolean }) => {
+    const r = (await api(opts, 'GET', '/v1/rules')) as { data: { id: string; version: number; enabled: boolean; rule: { kind: string; subject: string; description?: string } }[] }
+    if (opts.json) return console.log(JSON.stringify(r, null, 2))
+    for (const x of r.data) {
+      console.log([x.id, `v${x.version}`, x.rule.kind, x.rule.subject, x.enabled ? 'enabled' : 'disabled', x.rule.description ?? ''].join('\t'))
+    }
+  })
+
+withApi(rules.command('backtest').argument('<id>', 'the rule id'))
+  .description('what a rule would have fired over stored history, without storing signals')
+  .requiredOption('--from <time>', 'ISO-8601 start')
+  .requiredOption('--to <time>', 'ISO-8601 end')
+  .option('--step <duration>', 'time between evaluated moments', '1d')
+  .option('--file <file>', 'test this rule document instead of the saved rule')
+  .option('--json', 'print the API response')
+  .action(async (id: string, opts: ApiOptions & { from: string; to: string; step: string; file?: string; json?: boolean }) => {
+    const body: Record<string, unknown> = { from: opts.from, to: opts.to, step: opts.step }
+    if (opts.file) body.rule = parseAllDocuments(readFileSync(opts.file, 'utf8'))[0]?.toJS()
+    const r = (await api(opts, 'POST', `/v1/rules/${encodeURIComponent(id)}/backtest`, JSON.stringify(body))) as {
+      moments: number
+      fired: { subject: { id: string }; at: string; score: number | null }[]
+      resolved: { subject: { id: string }; at: string }[]
+      open_at_end: number
+    }
+    if (opts.json) return console.log(JSON.stringify(r, null, 2))
+    const lines = [
+      ...r.fired.map((f) => ({ at: f.at, line: `${f.at}\tfired\t${f.subject.id}${f.score === null ? '' : `\tscore ${f.score}`}` })),
+      ...r.resolved.map((x) => ({ at: x.at, line: `${x.at}\tresolved\t${x.subject.id}` })),
+    ].sort((a, b) => a.at.localeCompare(b.at))
+    for (const l of lines) console.log(l.line)
+    console.log(`${r.moments} moments: ${r.fired.length} fired, ${r.resolved.length} resolved, ${r.open_at_end} open at the end`)
   })
 
 program.parseAsync().catch((err) => {

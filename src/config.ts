@@ -24,6 +24,11 @@ const writeKeys = z
   })
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max)
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')
+const stageList = z
+  .string()
+  .transform((raw) => raw.split(',').map((s) => s.trim()).filter(Boolean))
+  .pipe(z.array(z.string().regex(/^[a-z][a-z0-9_]*$/, 'stage names are lowercase letters, digits and _')))
 
 export const EnvSchema = z.object({
   PORT: int(0, 65535).default(8787),
@@ -77,6 +82,26 @@ export const EnvSchema = z.object({
   WEBHOOK_POLL_MS: int(10, 600_000).default(2000),
   /** Live stream: a comment line is sent this often so proxies keep the connection open. */
   STREAM_HEARTBEAT_MS: int(10, 600_000).default(15_000),
+  /** Rules: every enabled rule is evaluated for every subject this often; 0 turns it off. */
+  EVAL_INTERVAL_MS: int(0, 86_400_000).default(60_000),
+  /** Rules: evaluate the subjects touched by ingestion (soon after it stores their events). */
+  EVAL_ON_INGEST: bool.default(true),
+  /** Rules: touched subjects are collected this long before their evaluation. */
+  EVAL_DEBOUNCE_MS: int(0, 600_000).default(500),
+  /** Rules: split subjects by hash between this many instances… */
+  EVAL_SHARDS: int(1, 1024).default(1),
+  /** …of which this one evaluates shard number EVAL_SHARD (0-based, < EVAL_SHARDS). */
+  EVAL_SHARD: int(0, 1023).default(0),
+  /** Rules: store the default rule pack (rules/defaults/) on the first start. */
+  RULES_DEFAULT_PACK: bool.default(true),
+  /** Lifecycle: the main ladder, in order; the first stage is where every subject starts. */
+  STAGES: stageList.default(['lead', 'mql', 'pql', 'sql', 'customer']),
+  /** Lifecycle: the stages after the main ladder. */
+  STAGES_AFTER: stageList.default(['churn_risk', 'churned']),
+  /** Lifecycle: `kind:stage` pairs; a fired signal of that kind moves its subject there. */
+  STAGE_SIGNALS: z.string().default('mql:mql,pql:pql,churn_risk:churn_risk'),
+  /** Lifecycle: `plan:stage` pairs for the `plan` trait (`*` any other plan, `-` no move). */
+  STAGE_PLANS: z.string().default('free:-,trial:-,cancelled:churned,canceled:churned,churned:churned,*:customer'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 })
 

@@ -1,4 +1,6 @@
 import type { Logger } from 'pino'
+import type { Evaluator } from '../rules/evaluator.js'
+import type { Lifecycle } from '../rules/lifecycle.js'
 import type { Config, WriteKey } from './config.js'
 import type { SignalBus } from './signals.js'
 import type { Store } from './store/store.js'
@@ -16,6 +18,10 @@ export type AppDeps = {
   bus: SignalBus
   /** The clock, injected so time-dependent behaviour is testable. */
   now?: () => number
+  /** The rule evaluator the server runs in the background (POST /v1/evaluate shares its queue). */
+  evaluator?: Evaluator
+  /** Lifecycle stages (built from the config when absent). */
+  lifecycle?: Lifecycle
 }
 
 /** Typed Hono context: handlers get services from here, never from `process.env`. */

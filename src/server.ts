@@ -1,6 +1,9 @@
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { GroupCommitWriter } from '../ingest/writer.js'
+import { evaluatorFromConfig } from '../rules/evaluator.js'
+import { Lifecycle, lifecycleFromConfig } from '../rules/lifecycle.js'
+import { applyDefaultPack } from '../rules/store.js'
 import { createApp } from './app.js'
 import { loadConfig } from './config.js'
 import { resolveCredentials } from './credentials.js'
@@ -32,9 +35,20 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const applied = await migrate(store, undefined, { cluster: config.CLICKHOUSE_CLUSTER })
   if (applied.length) logger.info({ applied }, 'migrations applied')
   const { adminToken, writeKeys, generated } = resolveCredentials(config)
-  const sink = new GroupCommitWriter(store, { flushMs: config.INGEST_FLUSH_MS, maxRows: config.INGEST_MAX_BATCH_ROWS })
   const bus = new SignalBus()
-  const app = createApp({ config, store, sink, adminToken, writeKeys, logger, bus })
+  const lifecycle = new Lifecycle(store, lifecycleFromConfig(config))
+  const evaluator = evaluatorFromConfig(store, bus, config, { logger, lifecycle })
+  if (config.RULES_DEFAULT_PACK) {
+    const pack = await applyDefaultPack(store, Date.now())
+    if (pack.length) logger.info({ rules: pack }, 'default rule pack stored')
+  }
+  const sink = new GroupCommitWriter(store, {
+    flushMs: config.INGEST_FLUSH_MS,
+    maxRows: config.INGEST_MAX_BATCH_ROWS,
+    // Subjects touched by new events are re-evaluated within EVAL_DEBOUNCE_MS.
+    onStored: config.EVAL_ON_INGEST ? (events) => evaluator.touch(events) : undefined,
+  })
+  const app = createApp({ config, store, sink, adminToken, writeKeys, logger, bus, evaluator, lifecycle })
 
   const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST })
   await new Promise<void>((resolve, reject) => {
@@ -45,6 +59,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const url = `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${port}`
   logger.info({ url, store: store.kind, dataDir: config.DATA_DIR }, 'signalbox is listening')
   if (generated.adminToken || generated.writeKey) printWelcome(url, config.DATA_DIR, generated, writeKeys[0]?.key)
+  evaluator.start()
 
   let closing: Promise<void> | undefined
   return {
@@ -61,6 +76,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
         await new Promise<void>((resolve) => server.close(() => resolve()))
         clearInterval(sweep)
         await sink.close()
+        await evaluator.stop()
         await store.close()
       })()
       return closing

@@ -1,0 +1,389 @@
+import type { Logger } from 'pino'
+import { ulid } from 'ulid'
+import { type Config, ConfigError } from '../src/config.js'
+import { chTime, type EventRow } from '../ingest/normalize.js'
+import { newSignalId, recordSignalEvents, type Signal, type SignalBus, type SignalEventType, signalFromRow, type SignalRow } from '../src/signals.js'
+import type { Store } from '../src/store/store.js'
+import type { Lifecycle } from './lifecycle.js'
+import { runRule, type RuleMatch } from './run.js'
+import { parseDuration, type Rule } from './schema.js'
+import { listRules, SerialQueue, type StoredRule } from './store.js'
+
+// ---------------------------------------------------------------------------------------------
+// The entry/resolve/cooldown state machine, shared by the evaluator and the backtest so that a
+// backtest answers exactly what a loop of evaluations at the same moments would have done.
+
+/** What the store knows of a rule+subject: its latest signal. */
+export type EntryState = { id: string; status: 'open' | 'resolved'; firedAt: number }
+
+export type Decision = 'fire' | 'resolve' | null
+
+/**
+ * A signal fires when the subject matches and has no open signal, unless the previous fire of the
+ * same rule+subject is less than `cooldownMs` ago; it resolves when the subject no longer matches.
+ * A subject that re-enters during the cooldown fires once the cooldown has passed, if it still
+ * matches then ("at most once per cooldown").
+ */
+export function decide(prev: EntryState | undefined, matched: boolean, now: number, cooldownMs: number): Decision {
+  if (matched) {
+    if (prev?.status === 'open') return null
+    if (prev && now - prev.firedAt < cooldownMs) return null
+    return 'fire'
+  }
+  return prev?.status === 'open' ? 'resolve' : null
+}
+
+export const cooldownOf = (rule: Rule): number => (rule.cooldown ? parseDuration(rule.cooldown) : 0)
+
+// ---------------------------------------------------------------------------------------------
+
+export type Subjects = { account: string[]; user: string[] }
+export type Shard = { count: number; index: number }
+
+export type EvaluationResult = {
+  fired: Signal[]
+  resolved: Signal[]
+  /** Rules that could not be evaluated this time (the others still were). */
+  errors: { rule_id: string; message: string }[]
+}
+
+export type EvaluatorOptions = {
+  now?: () => number
+  logger?: Logger
+  /** Full evaluation period; 0 turns the interval off. */
+  intervalMs?: number
+  /** How long touched subjects are collected before their incremental evaluation. */
+  debounceMs?: number
+  shard?: Shard
+  lifecycle?: Lifecycle
+}
+
+/** A claim older than this whose signal was never recorded belongs to an owner that died. */
+const ORPHAN_MS = 60_000
+const CLAIM_CONCURRENCY = 8
+const MAX_IDS_PER_QUERY = 50_000
+
+type Change = { type: SignalEventType; signal: Signal }
+type Pending = { key: string; change: Change; owner?: string }
+
+/**
+ * Turns rule matches into signals. Evaluations run one at a time in this process; across
+ * processes (EVAL_SHARDS overlap, two instances on one store) every fire and resolve is claimed
+ * in the store under a deterministic key first, so an entry fires once whoever evaluates it.
+ */
+export class Evaluator {
+  readonly #store: Store
+  readonly #bus: SignalBus | undefined
+  readonly #now: () => number
+  readonly #log: Logger | undefined
+  readonly #opts: EvaluatorOptions
+  readonly #queue = new SerialQueue()
+  #interval: ReturnType<typeof setTimeout> | undefined
+  #debounce: ReturnType<typeof setTimeout> | undefined
+  #touched = { account: new Set<string>(), user: new Set<string>(), anonymous: new Set<string>() }
+  #stopped = false
+  #background: Promise<unknown> = Promise.resolve()
+
+  constructor(store: Store, bus: SignalBus | undefined, opts: EvaluatorOptions = {}) {
+    this.#store = store
+    this.#bus = bus
+    this.#now = opts.now ?? Date.now
+    this.#log = opts.logger
+    this.#opts = opts
+  }
+
+  /** Start the periodic full evaluation (if an interval is set). */
+  start(): this {
+    this.#stopped = false
+    this.#scheduleInterval()
+    return this
+  }
+
+  /** Stop the timers, and wait for the evaluation under way (pending touches are dropped: the next full evaluation covers them). */
+  async stop(): Promise<void> {
+    this.#stopped = true
+    clearTimeout(this.#interval)
+    clearTimeout(this.#debounce)
+    this.#interval = this.#debounce = undefined
+    await this.#background
+    await this.#queue.run(async () => undefined)
+  }
+
+  /** Run every enabled rule now: for all subjects, or only the given ones (incremental). */
+  evaluate(opts: { subjects?: Subjects; ruleIds?: string[] } = {}): Promise<EvaluationResult> {
+    return this.#queue.run(() => this.#evaluate(opts))
+  }
+
+  /** Hook for the ingestion writer: remember the subjects these stored events touch. */
+  touch(events: readonly EventRow[]): void {
+    if (this.#stopped) return
+    for (const e of events) {
+      if (e.account_id) this.#touched.account.add(e.account_id)
+      if (e.user_id) this.#touched.user.add(e.user_id)
+      else if (e.anonymous_id) this.#touched.anonymous.add(e.anonymous_id)
+    }
+    if (this.#debounce || this.#opts.debounceMs === undefined) return
+    this.#debounce = setTimeout(() => {
+      this.#debounce = undefined
+      this.#background = this.#runTouched().catch((err) => this.#log?.error({ err }, 'incremental evaluation failed'))
+    }, this.#opts.debounceMs)
+    this.#debounce.unref?.()
+  }
+
+  #scheduleInterval() {
+    const ms = this.#opts.intervalMs ?? 0
+    if (!ms || this.#stopped) return
+    this.#interval = setTimeout(() => {
+      this.#background = this.evaluate()
+        .then((r) => {
+          if (r.fired.length || r.resolved.length) this.#log?.info({ fired: r.fired.length, resolved: r.resolved.length }, 'evaluation')
+        })
+        .catch((err) => this.#log?.error({ err }, 'evaluation failed'))
+        .finally(() => this.#scheduleInterval())
+    }, ms)
+    this.#interval.unref?.()
+  }
+
+  async #runTouched() {
+    const touched = this.#touched
+    this.#touched = { account: new Set(), user: new Set(), anonymous: new Set() }
+    const subjects = await this.#expandTouched(touched)
+    if (subjects.account.length === 0 && subjects.user.length === 0) return
+    const r = await this.evaluate({ subjects })
+    if (r.fired.length || r.resolved.length) {
+      this.#log?.info({ fired: r.fired.length, resolved: r.resolved.length, subjects: subjects.account.length + subjects.user.length }, 'incremental evaluation')
+    }
+  }
+
+  /**
+   * Anonymous ids and aliased user ids → the users they were joined to (two hops, as the rules
+   * follow them: anonymous → id → alias); users → their accounts.
+   */
+  async #expandTouched(t: { account: Set<string>; user: Set<string>; anonymous: Set<string> }): Promise<Subjects> {
+    const users = new Set(t.user)
+    const accounts = new Set(t.account)
+    let frontier = [...t.anonymous, ...t.user]
+    for (let hop = 0; hop < 2 && frontier.length; hop++) {
+      const next: string[] = []
+      for (const ids of chunks(frontier)) {
+        const rows = await this.#store.query<{ user_id: string }>(
+          'SELECT DISTINCT user_id FROM identities_v1 WHERE previous_id IN {ids:Array(String)}',
+          { ids },
+        )
+        for (const r of rows) if (!users.has(r.user_id)) (users.add(r.user_id), next.push(r.user_id))
+      }
+      frontier = next
+    }
+    for (const ids of chunks([...users])) {
+      const rows = await this.#store.query<{ account_id: string }>(
+        'SELECT DISTINCT account_id FROM memberships_v1 WHERE user_id IN {ids:Array(String)}',
+        { ids },
+      )
+      for (const r of rows) accounts.add(r.account_id)
+    }
+    return { account: [...accounts], user: [...users] }
+  }
+
+  async #evaluate(opts: { subjects?: Subjects; ruleIds?: string[] }): Promise<EvaluationResult> {
+    const now = this.#now()
+    const result: EvaluationResult = { fired: [], resolved: [], errors: [] }
+    const rules = (await listRules(this.#store)).filter((r) => r.enabled && (!opts.ruleIds || opts.ruleIds.includes(r.id)))
+    // Traits first: a plan that became paid before a signal fired is the earlier move.
+    await this.#opts.lifecycle?.syncTraits(opts.subjects, now)
+    for (const stored of rules) {
+      const ids = opts.subjects?.[stored.rule.subject]
+      if (ids && ids.length === 0) continue
+      try {
+        const changes = await this.#evaluateRule(stored, ids, now)
+        if (changes.length === 0) continue
+        await recordSignalEvents(this.#store, this.#bus, changes, now)
+        for (const c of changes) (c.type === 'signal.fired' ? result.fired : result.resolved).push(c.signal)
+        await this.#opts.lifecycle?.applySignals(changes, now)
+      } catch (err) {
+        this.#log?.error({ err, rule: stored.id }, 'rule evaluation failed')
+        result.errors.push({ rule_id: stored.id, message: err instanceof Error ? err.message : String(err) })
+      }
+    }
+    return result
+  }
+
+  async #evaluateRule(stored: StoredRule, ids: string[] | undefined, now: number): Promise<Change[]> {
+    const { rule } = stored
+    const matches = await runRule(this.#store, rule, { asOf: now, subjectIds: ids, shard: this.#opts.shard })
+    const bySubject = new Map<string, RuleMatch>()
+    for (const m of matches) bySubject.set(m.subjectId, m)
+    const state = await loadEntryStates(this.#store, rule.id, rule.subject, ids, this.#opts.shard)
+    const cooldown = cooldownOf(rule)
+    const pending: Pending[] = []
+    const toResolve: { subjectId: string; prev: EntryState }[] = []
+    const subjects = new Set([...bySubject.keys(), ...state.keys()])
+    for (const subjectId of subjects) {
+      const match = bySubject.get(subjectId)
+      const prev = state.get(subjectId)
+      const decision = decide(prev, match?.matched === true, now, cooldown)
+      if (decision === 'fire' && match) {
+        const signal: Signal = {
+          id: newSignalId(),
+          rule_id: rule.id,
+          rule_version: stored.version,
+          kind: rule.kind,
+          subject: { type: rule.subject, id: subjectId },
+          status: 'open',
+          fired_at: new Date(now).toISOString(),
+          resolved_at: null,
+          score: match.score ?? null,
+          reasons: match.reasons,
+        }
+        // The entry after the previous signal: the same for everyone who sees the same history.
+        pending.push({ key: `fire|${rule.id}|${rule.subject}|${subjectId}|${prev?.id ?? ''}`, change: { type: 'signal.fired', signal } })
+      } else if (decision === 'resolve' && prev) {
+        toResolve.push({ subjectId, prev })
+      }
+    }
+    if (toResolve.length) {
+      const open = await loadSignals(this.#store, toResolve.map((r) => r.prev.id))
+      for (const s of open) {
+        if (s.status !== 'open') continue
+        const signal: Signal = { ...s, status: 'resolved', resolved_at: new Date(now).toISOString() }
+        pending.push({ key: `resolve|${s.id}`, change: { type: 'signal.resolved', signal } })
+      }
+    }
+    return claim(this.#store, pending, now, this.#log)
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store queries
+
+function* chunks<T>(items: T[], size = MAX_IDS_PER_QUERY): Generator<T[]> {
+  for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size)
+}
+
+/** The SQL predicate that keeps the subjects of one shard (the same hash as the rule runner's). */
+export const SHARD_PREDICATE = (column: string) => `cityHash64(${column}) % {shard_count:UInt32} = {shard_index:UInt32}`
+
+/** The latest signal of a rule for each subject (all subjects, or the given ones). */
+export async function loadEntryStates(
+  store: Store,
+  ruleId: string,
+  subjectType: string,
+  ids: string[] | undefined,
+  shard?: Shard,
+): Promise<Map<string, EntryState>> {
+  const filters = ['rule_id = {rule:String}', 'subject_type = {type:String}']
+  const params: Record<string, unknown> = { rule: ruleId, type: subjectType }
+  if (ids) {
+    filters.push('subject_id IN {ids:Array(String)}')
+    params.ids = ids
+  }
+  if (shard && shard.count > 1) {
+    filters.push(SHARD_PREDICATE('subject_id'))
+    params.shard_count = shard.count
+    params.shard_index = shard.index
+  }
+  const rows = await store.query<{ subject_id: string; last_id: string; last_status: string; last_fired_at: string }>(
+    `SELECT subject_id, argMax(id, (fired_at, id)) AS last_id, argMax(status, (fired_at, id)) AS last_status,
+            max(fired_at) AS last_fired_at
+     FROM signals_v1 FINAL WHERE ${filters.join(' AND ')} GROUP BY subject_id`,
+    params,
+  )
+  return new Map(
+    rows.map((r) => [
+      r.subject_id,
+      { id: r.last_id, status: r.last_status === 'open' ? 'open' : 'resolved', firedAt: Date.parse(`${r.last_fired_at.replace(' ', 'T')}Z`) },
+    ]),
+  )
+}
+
+export async function loadSignals(store: Store, ids: string[]): Promise<Signal[]> {
+  const out: Signal[] = []
+  for (const part of chunks(ids)) {
+    const rows = await store.query<SignalRow>(
+      `SELECT id, rule_id, rule_version, kind, subject_type, subject_id, status, fired_at, resolved_at, score, reasons
+       FROM signals_v1 FINAL WHERE id IN {ids:Array(String)}`,
+      { ids: part },
+    )
+    out.push(...rows.map(signalFromRow))
+  }
+  return out
+}
+
+type ClaimRow = { claim_key: string; owner: string; signal_id: string; signal: string; claimed_at: string }
+
+/**
+ * Claim each change under its key and return the changes this caller owns. A key already claimed
+ * belongs to whoever claimed it first: ClickHouse drops a second insert with the same
+ * deduplication token atomically, and everyone reads the owner back. A claim whose owner died
+ * before recording its signal (older than ORPHAN_MS, signal not stored) is completed here.
+ */
+async function claim(store: Store, pending: Pending[], now: number, log?: Logger): Promise<Change[]> {
+  if (pending.length === 0) return []
+  const keys = pending.map((p) => p.key)
+  const existing = await readClaims(store, keys)
+  const fresh = pending.filter((p) => !existing.has(p.key)).map((p) => ({ ...p, owner: ulid() }))
+  for (let i = 0; i < fresh.length; i += CLAIM_CONCURRENCY) {
+    await Promise.all(
+      fresh.slice(i, i + CLAIM_CONCURRENCY).map((p) =>
+        store.insert(
+          'signal_claims_v1',
+          [{ claim_key: p.key, owner: p.owner, signal_id: p.change.signal.id, signal: JSON.stringify(p.change), claimed_at: chTime(now) }],
+          { insert_deduplication_token: p.key },
+        ),
+      ),
+    )
+  }
+  const owners = fresh.length ? await readClaims(store, fresh.map((p) => p.key)) : new Map<string, ClaimRow>()
+  const mine = fresh.filter((p) => owners.get(p.key)?.owner === p.owner).map((p) => p.change)
+
+  // Orphans: claimed long ago by someone who never recorded the signal.
+  const stale = [...existing.values()].filter((c) => now - Date.parse(`${c.claimed_at.replace(' ', 'T')}Z`) > ORPHAN_MS)
+  if (stale.length) {
+    const recorded = new Set(
+      (
+        await store.query<{ id: string; status: string }>('SELECT id, status FROM signals_v1 FINAL WHERE id IN {ids:Array(String)}', {
+          ids: stale.map((c) => c.signal_id),
+        })
+      ).map((r) => `${r.id}|${r.status}`),
+    )
+    for (const c of stale) {
+      const change = JSON.parse(c.signal) as Change
+      const wanted = change.type === 'signal.fired' ? 'open' : 'resolved'
+      if (recorded.has(`${c.signal_id}|${wanted}`)) continue
+      // A fired signal that was since resolved is recorded too; only a never-recorded one is adopted.
+      if (change.type === 'signal.fired' && recorded.has(`${c.signal_id}|resolved`)) continue
+      log?.warn({ claim: c.claim_key }, 'completing a signal claimed by an evaluator that stopped before recording it')
+      mine.push(change)
+    }
+  }
+  return mine
+}
+
+async function readClaims(store: Store, keys: string[]): Promise<Map<string, ClaimRow>> {
+  const out = new Map<string, ClaimRow>()
+  for (const part of chunks(keys)) {
+    const rows = await store.query<ClaimRow>(
+      'SELECT claim_key, owner, signal_id, signal, claimed_at FROM signal_claims_v1 WHERE claim_key IN {keys:Array(String)}',
+      { keys: part },
+    )
+    for (const r of rows) if (!out.has(r.claim_key)) out.set(r.claim_key, r)
+  }
+  return out
+}
+
+/** The evaluator as the environment configures it (EVAL_*); a shard outside EVAL_SHARDS stops the start. */
+export function evaluatorFromConfig(
+  store: Store,
+  bus: SignalBus,
+  config: Pick<Config, 'EVAL_INTERVAL_MS' | 'EVAL_DEBOUNCE_MS' | 'EVAL_SHARDS' | 'EVAL_SHARD'>,
+  opts: { logger?: Logger; lifecycle?: Lifecycle; now?: () => number } = {},
+): Evaluator {
+  if (config.EVAL_SHARD >= config.EVAL_SHARDS) {
+    throw new ConfigError(`invalid configuration:\n  EVAL_SHARD: must be less than EVAL_SHARDS (${config.EVAL_SHARDS}); shards are numbered from 0`)
+  }
+  return new Evaluator(store, bus, {
+    ...opts,
+    intervalMs: config.EVAL_INTERVAL_MS,
+    debounceMs: config.EVAL_DEBOUNCE_MS,
+    shard: config.EVAL_SHARDS > 1 ? { count: config.EVAL_SHARDS, index: config.EVAL_SHARD } : undefined,
+  })
+}

@@ -1,0 +1,65 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import { Evaluator } from '../../rules/evaluator.js'
+import { Lifecycle, lifecycleFromConfig } from '../../rules/lifecycle.js'
+import { ApiError, zodDetails } from '../errors.js'
+import type { AppDeps, AppEnv } from '../env.js'
+import { requireAdmin } from '../middleware.js'
+import { funnelRoutes } from './funnel.js'
+import { rulesRoutes } from './rules.js'
+import { signalsRoutes } from './signals.js'
+import { subjectsRoutes } from './subjects.js'
+
+/** POST /v1/evaluate: everything optional; no body evaluates every enabled rule for every subject. */
+export const EvaluateRequest = z.strictObject({
+  /** Only these rules. */
+  rule_ids: z.array(z.string().min(1)).min(1).max(1000).optional(),
+  /** Only these subjects (an incremental evaluation). */
+  subjects: z
+    .strictObject({
+      account: z.array(z.string().min(1)).max(100_000).default([]),
+      user: z.array(z.string().min(1)).max(100_000).default([]),
+    })
+    .optional(),
+})
+
+/** Run the evaluator now (admin). Evaluations are serialized with the background ones. */
+export function evaluateRoutes(deps: AppDeps, evaluator: Evaluator) {
+  const app = new Hono<AppEnv>()
+  app.post('/evaluate', requireAdmin(deps.adminToken), async (c) => {
+    const text = await c.req.text()
+    let body: unknown = {}
+    if (text.trim()) {
+      try {
+        body = JSON.parse(text)
+      } catch (err) {
+        throw new ApiError({ code: 'BAD_REQUEST', message: `the body is not valid JSON: ${err instanceof Error ? err.message : err}` })
+      }
+    }
+    const parsed = EvaluateRequest.safeParse(body)
+    if (!parsed.success) {
+      const details = zodDetails(parsed.error)
+      throw new ApiError({ code: 'BAD_REQUEST', message: `invalid request: ${details[0]?.path}: ${details[0]?.message}`, details })
+    }
+    const result = await evaluator.evaluate({ ruleIds: parsed.data.rule_ids, subjects: parsed.data.subjects })
+    return c.json(result)
+  })
+  return app
+}
+
+/**
+ * The rules layer's HTTP surface: rules, backtests, signals, evaluate, subjects and the funnel.
+ * Without an evaluator in the deps (the Workers entry), one is made for this app: evaluations are
+ * then serialized per isolate, and the store's claims keep a signal from firing twice anyway.
+ */
+export function rulesApi(deps: AppDeps) {
+  const lifecycle = deps.lifecycle ?? new Lifecycle(deps.store, lifecycleFromConfig(deps.config))
+  const evaluator = deps.evaluator ?? new Evaluator(deps.store, deps.bus, { now: deps.now, logger: deps.logger, lifecycle })
+  const app = new Hono<AppEnv>()
+  app.route('/', rulesRoutes(deps))
+  app.route('/', signalsRoutes(deps))
+  app.route('/', evaluateRoutes(deps, evaluator))
+  app.route('/', subjectsRoutes(deps, lifecycle))
+  app.route('/', funnelRoutes(deps, lifecycle))
+  return app
+}

@@ -1,0 +1,92 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import { chTime } from '../../ingest/normalize.js'
+import { ApiError, zodDetails } from '../errors.js'
+import type { AppDeps, AppEnv } from '../env.js'
+import { requireAdmin } from '../middleware.js'
+import { type Signal, SignalKind, signalFromRow, type SignalRow, SubjectType } from '../signals.js'
+import type { Store } from '../store/store.js'
+import { IsoTime } from './rules.js'
+
+const SIGNAL_ID = /^sig_[0-9A-HJKMNP-TV-Z]{26}$/
+const list = <T extends z.ZodType<unknown, string>>(item: T) =>
+  z
+    .string()
+    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
+    .pipe(z.array(item).min(1))
+
+/** GET /v1/signals query: filters combine with AND; a comma-separated kind/status is any of them. */
+export const SignalQuery = z.strictObject({
+  kind: list(SignalKind).optional(),
+  rule_id: z.string().min(1).optional(),
+  subject_type: SubjectType.optional(),
+  subject_id: z.string().min(1).optional(),
+  status: list(z.enum(['open', 'resolved'])).optional(),
+  /** fired_at ≥ from */
+  from: IsoTime.optional(),
+  /** fired_at < to */
+  to: IsoTime.optional(),
+  /** The cursor: the `next` of the previous page (signals come in id order, oldest first). */
+  after: z.string().regex(SIGNAL_ID, 'must be a signal id (sig_…), the `next` of the previous page').optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+})
+export type SignalQuery = z.output<typeof SignalQuery>
+
+export type SignalPage = { data: Signal[]; next: string | null }
+
+const COLUMNS = 'id, rule_id, rule_version, kind, subject_type, subject_id, status, fired_at, resolved_at, score, reasons'
+
+/** One page of signals (current state), in id order. */
+export async function querySignals(store: Store, q: SignalQuery): Promise<SignalPage> {
+  const where: string[] = []
+  const params: Record<string, unknown> = { limit: q.limit }
+  const add = (sql: string, name: string, value: unknown) => {
+    where.push(sql)
+    params[name] = value
+  }
+  if (q.after) add('id > {after:String}', 'after', q.after)
+  if (q.kind) add('kind IN {kind:Array(String)}', 'kind', q.kind)
+  if (q.rule_id) add('rule_id = {rule_id:String}', 'rule_id', q.rule_id)
+  if (q.subject_type) add('subject_type = {subject_type:String}', 'subject_type', q.subject_type)
+  if (q.subject_id) add('subject_id = {subject_id:String}', 'subject_id', q.subject_id)
+  if (q.from !== undefined) add("fired_at >= {from:DateTime64(3, 'UTC')}", 'from', chTime(q.from))
+  if (q.to !== undefined) add("fired_at < {to:DateTime64(3, 'UTC')}", 'to', chTime(q.to))
+  // Status is filtered after FINAL picks each signal's latest row.
+  if (q.status) add('status IN {status:Array(String)}', 'status', q.status)
+  const rows = await store.query<SignalRow>(
+    `SELECT ${COLUMNS} FROM signals_v1 FINAL ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
+     ORDER BY id LIMIT {limit:UInt32}`,
+    params,
+  )
+  const data = rows.map(signalFromRow)
+  return { data, next: data.length === q.limit ? (data[data.length - 1]?.id ?? null) : null }
+}
+
+export async function getSignal(store: Store, id: string): Promise<Signal | undefined> {
+  const [row] = await store.query<SignalRow>(`SELECT ${COLUMNS} FROM signals_v1 FINAL WHERE id = {id:String}`, { id })
+  return row && signalFromRow(row)
+}
+
+/** Signals as stored (admin). The live stream (/v1/signals/stream) is delivery's. */
+export function signalsRoutes(deps: AppDeps) {
+  const app = new Hono<AppEnv>()
+  const admin = requireAdmin(deps.adminToken)
+
+  app.get('/signals', admin, async (c) => {
+    const parsed = SignalQuery.safeParse(c.req.query())
+    if (!parsed.success) {
+      const details = zodDetails(parsed.error)
+      throw new ApiError({ code: 'BAD_REQUEST', message: `invalid query: ${details[0]?.path}: ${details[0]?.message}`, details })
+    }
+    return c.json(await querySignals(deps.store, parsed.data))
+  })
+
+  // Only a signal id matches here, so /v1/signals/stream stays with the stream route.
+  app.get('/signals/:id{sig_[0-9A-HJKMNP-TV-Z]{26}}', admin, async (c) => {
+    const signal = await getSignal(deps.store, c.req.param('id'))
+    if (!signal) throw new ApiError({ code: 'NOT_FOUND', message: `no signal ${c.req.param('id')}` })
+    return c.json(signal)
+  })
+
+  return app
+}

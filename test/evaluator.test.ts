@@ -1,0 +1,251 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { chTime } from '../ingest/normalize.js'
+import { decide, Evaluator } from '../rules/evaluator.js'
+import { parseRule } from '../rules/schema.js'
+import { putRule } from '../rules/store.js'
+import { type Signal, SignalBus, type SignalEvent } from '../src/signals.js'
+import { DAY, HOUR, NOW, ev, many, openRuleStore } from './rules-fixtures.js'
+
+let db: Awaited<ReturnType<typeof openRuleStore>>
+beforeAll(async () => {
+  db = await openRuleStore()
+})
+afterAll(async () => {
+  await db.close()
+})
+
+/** An evaluator whose clock the test sets. */
+function evaluator(opts: { debounceMs?: number; bus?: SignalBus } = {}) {
+  const clock = { now: NOW }
+  const e = new Evaluator(db.store, opts.bus, { now: () => clock.now, debounceMs: opts.debounceMs })
+  return { e, clock }
+}
+
+async function rule(id: string, extra: Record<string, unknown> = {}, value = 3, event = `${id} event`) {
+  const r = parseRule({
+    id,
+    kind: 'pql',
+    subject: 'account',
+    when: { all: [{ metric: 'count', event, window: '7d', op: 'gte', value }] },
+    ...extra,
+  })
+  return (await putRule(db.store, r, '', NOW)).stored
+}
+
+async function signalsOf(ruleId: string): Promise<Signal[]> {
+  const rows = await db.store.query<{ id: string; subject_id: string; status: string; rule_version: number; fired_at: string }>(
+    'SELECT id, subject_id, status, rule_version, fired_at FROM signals_v1 FINAL WHERE rule_id = {r:String} ORDER BY id',
+    { r: ruleId },
+  )
+  return rows.map((r) => ({ id: r.id, subject: { id: r.subject_id }, status: r.status, rule_version: Number(r.rule_version), fired_at: r.fired_at }) as unknown as Signal)
+}
+
+const ids = (signals: Signal[]) => signals.map((s) => s.subject.id).sort()
+
+describe('decide (the entry state machine)', () => {
+  it('fires on entry, not while open, resolves on leaving, respects the cooldown', () => {
+    expect(decide(undefined, true, 0, 0)).toBe('fire')
+    expect(decide(undefined, false, 0, 0)).toBe(null)
+    expect(decide({ id: 's', status: 'open', firedAt: 0 }, true, 10, 0)).toBe(null)
+    expect(decide({ id: 's', status: 'open', firedAt: 0 }, false, 10, 0)).toBe('resolve')
+    expect(decide({ id: 's', status: 'resolved', firedAt: 0 }, true, 10, 100)).toBe(null)
+    expect(decide({ id: 's', status: 'resolved', firedAt: 0 }, true, 100, 100)).toBe('fire')
+    expect(decide({ id: 's', status: 'resolved', firedAt: 0 }, false, 100, 100)).toBe(null)
+  })
+})
+
+describe('evaluator', () => {
+  it('fires when a subject crosses the threshold, not below it, with the version and the reasons', async () => {
+    const r = await rule('cross')
+    await db.put([
+      ...many(2, NOW - 2 * DAY, NOW - HOUR, { event: 'cross event', accountId: 'cross-a', userId: 'u1' }),
+      ...many(2, NOW - 2 * DAY, NOW - HOUR, { event: 'cross event', accountId: 'cross-b', userId: 'u2' }),
+    ])
+    const { e } = evaluator()
+    expect((await e.evaluate({ ruleIds: ['cross'] })).fired).toEqual([])
+
+    await db.put([ev({ at: NOW - HOUR, event: 'cross event', accountId: 'cross-a', userId: 'u1' })])
+    const { fired, resolved } = await e.evaluate({ ruleIds: ['cross'] })
+    expect(resolved).toEqual([])
+    expect(fired).toHaveLength(1)
+    const s = fired[0] as Signal
+    expect(s.id).toMatch(/^sig_[0-9A-Z]{26}$/)
+    expect(s).toMatchObject({
+      rule_id: 'cross',
+      rule_version: r.version,
+      kind: 'pql',
+      subject: { type: 'account', id: 'cross-a' },
+      status: 'open',
+      fired_at: new Date(NOW).toISOString(),
+    })
+    expect(s.reasons).toEqual([expect.objectContaining({ measured: 3, threshold: 3, op: 'gte', passed: true })])
+
+    // Still over the threshold: no second signal.
+    expect((await e.evaluate({ ruleIds: ['cross'] })).fired).toEqual([])
+    expect(ids(await signalsOf('cross'))).toEqual(['cross-a'])
+  })
+
+  it('resolves when the subject leaves the condition, and fires again on re-entry', async () => {
+    await rule('leave')
+    await db.put(many(3, NOW - 2 * DAY, NOW - HOUR, { event: 'leave event', accountId: 'leave-a', userId: 'u1' }))
+    const { e, clock } = evaluator()
+    const first = (await e.evaluate({ ruleIds: ['leave'] })).fired[0] as Signal
+    expect(first.subject.id).toBe('leave-a')
+
+    clock.now = NOW + 7 * DAY // the events have left the 7-day window
+    const out = await e.evaluate({ ruleIds: ['leave'] })
+    expect(out.fired).toEqual([])
+    expect(out.resolved).toEqual([expect.objectContaining({ id: first.id, status: 'resolved', resolved_at: new Date(clock.now).toISOString() })])
+    expect((await e.evaluate({ ruleIds: ['leave'] })).resolved).toEqual([])
+
+    await db.put(many(3, clock.now - DAY, clock.now - HOUR, { event: 'leave event', accountId: 'leave-a', userId: 'u1' }))
+    const again = await e.evaluate({ ruleIds: ['leave'] })
+    expect(again.fired).toHaveLength(1)
+    expect(again.fired[0]?.id).not.toBe(first.id)
+  })
+
+  it('respects the cooldown: a re-entry within it fires only once it has passed, one after it fires at once', async () => {
+    const r = parseRule({
+      id: 'cool',
+      kind: 'pql',
+      subject: 'account',
+      cooldown: '3d',
+      when: { all: [{ metric: 'count', event: 'cool event', window: '1d', op: 'gte', value: 1 }] },
+    })
+    await putRule(db.store, r, '', NOW)
+    const put = (at: number) => db.put([ev({ at, event: 'cool event', accountId: 'cool-a', userId: 'u1' })])
+    const { e, clock } = evaluator()
+    const tick = async (at: number) => {
+      clock.now = at
+      const out = await e.evaluate({ ruleIds: ['cool'] })
+      return [out.fired.length, out.resolved.length]
+    }
+    await put(NOW - HOUR)
+    expect(await tick(NOW)).toEqual([1, 0]) // enters: fires
+    expect(await tick(NOW + DAY)).toEqual([0, 1]) // the event left the 1-day window: resolves
+    await put(NOW + DAY + HOUR)
+    expect(await tick(NOW + DAY + 2 * HOUR)).toEqual([0, 0]) // re-enters within the cooldown: nothing
+    await put(NOW + 3 * DAY - HOUR)
+    expect(await tick(NOW + 3 * DAY - 1)).toEqual([0, 0]) // still 1 ms inside the cooldown
+    expect(await tick(NOW + 3 * DAY)).toEqual([1, 0]) // cooldown over, still matching: fires
+    expect(await tick(NOW + 4 * DAY)).toEqual([0, 1])
+    await put(NOW + 6 * DAY + HOUR)
+    expect(await tick(NOW + 6 * DAY + 2 * HOUR)).toEqual([1, 0]) // re-entry after the cooldown: at once
+    expect((await signalsOf('cool')).map((s) => s.status)).toEqual(['resolved', 'resolved', 'open'])
+  })
+
+  it('never fires the same entry twice: a new evaluator on the same store (a restart) sees the open signal', async () => {
+    await rule('restart')
+    await db.put(many(3, NOW - DAY, NOW - HOUR, { event: 'restart event', accountId: 'restart-a', userId: 'u1' }))
+    expect((await evaluator().e.evaluate({ ruleIds: ['restart'] })).fired).toHaveLength(1)
+    expect((await evaluator().e.evaluate({ ruleIds: ['restart'] })).fired).toHaveLength(0)
+    expect(await signalsOf('restart')).toHaveLength(1)
+  })
+
+  it('never fires the same entry twice across concurrent evaluations, in one evaluator or in two on one store', async () => {
+    await rule('concurrent')
+    const accounts = Array.from({ length: 6 }, (_, i) => `conc-${i}`)
+    await db.put(accounts.flatMap((a) => many(3, NOW - DAY, NOW - HOUR, { event: 'concurrent event', accountId: a, userId: `u-${a}` })))
+    const one = evaluator().e
+    const two = evaluator().e
+    const three = evaluator().e
+    const results = await Promise.all([
+      one.evaluate({ ruleIds: ['concurrent'] }),
+      one.evaluate({ ruleIds: ['concurrent'] }),
+      two.evaluate({ ruleIds: ['concurrent'] }),
+      three.evaluate({ ruleIds: ['concurrent'] }),
+    ])
+    const fired = results.flatMap((r) => r.fired)
+    expect(ids(fired)).toEqual(accounts)
+    expect(ids(await signalsOf('concurrent'))).toEqual(accounts)
+
+    // And resolving: each open signal resolves once.
+    const later = [evaluator(), evaluator(), evaluator()]
+    for (const l of later) l.clock.now = NOW + 8 * DAY
+    const res = await Promise.all(later.map((l) => l.e.evaluate({ ruleIds: ['concurrent'] })))
+    expect(ids(res.flatMap((r) => r.resolved))).toEqual(accounts)
+    const log = await db.store.query<{ type: string; n: number }>(
+      "SELECT type, count() AS n FROM signal_events_v1 WHERE rule_id = 'concurrent' GROUP BY type ORDER BY type",
+    )
+    expect(log.map((r) => [r.type, Number(r.n)])).toEqual([
+      ['signal.fired', 6],
+      ['signal.resolved', 6],
+    ])
+  })
+
+  it('completes a fire claimed by an evaluator that stopped before recording it', async () => {
+    await rule('orphan')
+    await db.put(many(3, NOW - DAY, NOW - HOUR, { event: 'orphan event', accountId: 'orphan-a', userId: 'u1' }))
+    const signal: Signal = {
+      id: 'sig_01JORPHAN0000000000000000A',
+      rule_id: 'orphan',
+      rule_version: 1,
+      kind: 'pql',
+      subject: { type: 'account', id: 'orphan-a' },
+      status: 'open',
+      fired_at: new Date(NOW - 10 * 60_000).toISOString(),
+      resolved_at: null,
+      score: null,
+      reasons: [],
+    }
+    await db.store.insert('signal_claims_v1', [
+      {
+        claim_key: 'fire|orphan|account|orphan-a|',
+        owner: 'a-dead-evaluator',
+        signal_id: signal.id,
+        signal: JSON.stringify({ type: 'signal.fired', signal }),
+        claimed_at: chTime(NOW - 10 * 60_000),
+      },
+    ])
+    const out = await evaluator().e.evaluate({ ruleIds: ['orphan'] })
+    expect(out.fired.map((s) => s.id)).toEqual([signal.id])
+    expect((await evaluator().e.evaluate({ ruleIds: ['orphan'] })).fired).toEqual([])
+    expect((await signalsOf('orphan')).map((s) => s.id)).toEqual([signal.id])
+  })
+
+  it('records the rule version that fired each signal', async () => {
+    await rule('versioned', {}, 3)
+    await db.put(many(3, NOW - DAY, NOW - HOUR, { event: 'versioned event', accountId: 'ver-a', userId: 'u1' }))
+    const { e, clock } = evaluator()
+    expect((await e.evaluate({ ruleIds: ['versioned'] })).fired[0]?.rule_version).toBe(1)
+    const v2 = await rule('versioned', { description: 'now at 2' }, 2)
+    expect(v2.version).toBe(2)
+    await db.put(many(2, NOW - DAY, NOW - HOUR, { event: 'versioned event', accountId: 'ver-b', userId: 'u2' }))
+    clock.now = NOW + 1000
+    const out = await e.evaluate({ ruleIds: ['versioned'] })
+    expect(out.fired.map((s) => [s.subject.id, s.rule_version])).toEqual([['ver-b', 2]])
+  })
+
+  it('incremental evaluation looks only at the given subjects and resolves only theirs', async () => {
+    await rule('incr')
+    await db.put([
+      ...many(3, NOW - DAY, NOW - HOUR, { event: 'incr event', accountId: 'incr-a', userId: 'ia' }),
+      ...many(3, NOW - DAY, NOW - HOUR, { event: 'incr event', accountId: 'incr-b', userId: 'ib' }),
+    ])
+    const { e, clock } = evaluator()
+    const out = await e.evaluate({ ruleIds: ['incr'], subjects: { account: ['incr-a'], user: [] } })
+    expect(ids(out.fired)).toEqual(['incr-a'])
+    expect(ids((await e.evaluate({ ruleIds: ['incr'] })).fired)).toEqual(['incr-b'])
+    clock.now = NOW + 8 * DAY
+    const res = await e.evaluate({ ruleIds: ['incr'], subjects: { account: ['incr-b'], user: [] } })
+    expect(ids(res.resolved)).toEqual(['incr-b'])
+    expect(ids((await e.evaluate({ ruleIds: ['incr'] })).resolved)).toEqual(['incr-a'])
+  })
+
+  it('evaluates the subjects touched by stored events soon after (accounts of touched users included)', async () => {
+    await rule('touch', {}, 3)
+    // u-touch is a member of touch-a (its group call); its later events carry no account id.
+    await db.put([ev({ type: 'group', at: NOW - DAY, userId: 'u-touch', accountId: 'touch-a', traits: {} })])
+    const bus = new SignalBus()
+    const seen: SignalEvent[] = []
+    bus.on('events', (events) => seen.push(...events))
+    const { e } = evaluator({ debounceMs: 20, bus })
+    const rows = many(3, NOW - DAY, NOW - HOUR, { event: 'touch event', userId: 'u-touch' })
+    await db.put(rows)
+    e.touch(rows)
+    const deadline = Date.now() + 10_000
+    while (!seen.some((x) => x.data.rule_id === 'touch') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    expect(seen.filter((x) => x.data.rule_id === 'touch').map((x) => [x.type, x.data.subject.id])).toEqual([['signal.fired', 'touch-a']])
+    await e.stop()
+  })
+})

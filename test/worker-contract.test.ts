@@ -12,30 +12,36 @@ const BURST = 3
 let ch: ClickHouseHttp
 let w: TestWorker
 let limited: TestWorker
+let broken: TestWorker
+let target: TestWorker
 beforeAll(async () => {
   ch = await startClickHouseHttp()
-  ;[w, limited] = await Promise.all([
+  ;[w, broken, limited] = await Promise.all([
     startTestWorker({ clickhouse: ch }),
+    startTestWorker({ clickhouse: ch, brokenQueue: true }),
     startTestWorker({
       clickhouse: ch,
       vars: { WRITE_KEYS: `${RATE_LIMITED_KEY}:limited`, RATE_LIMIT_PER_SECOND: '1', RATE_LIMIT_BURST: String(BURST) },
     }),
   ])
+  target = w
 })
 afterAll(async () => {
-  await Promise.all([w?.dispose(), limited?.dispose()])
+  await Promise.all([w?.dispose(), limited?.dispose(), broken?.dispose()])
   await ch?.close()
 })
 
 ingestContract(() => ({
-  url: w.url,
+  url: target.url,
   writeKey: WRITE_KEY,
   rateLimited: { url: limited.url, writeKey: RATE_LIMITED_KEY, burst: BURST },
-  // On the edge "stored" means "in the queue". The local queue cannot be made to fail, so the
-  // Worker is reloaded with its queue binding replaced by one whose sendBatch cannot work: every
-  // send rejects, as when a Queue refuses messages.
+  // On the edge "stored" means "in the queue". The local queue cannot be made to fail, so while
+  // "broken" the requests go to the same Worker started with its queue binding replaced by one
+  // whose sendBatch cannot work: every send rejects, as when a Queue refuses messages.
   async breakStore() {
-    await w.breakQueue(true)
-    return () => w.breakQueue(false)
+    target = broken
+    return async () => {
+      target = w
+    }
   },
 }))

@@ -17,6 +17,8 @@ export type CapturedRequest = {
   method: string
   /** Size of the request target (path and query string), which Workers cap at 16 KB. */
   urlBytes: number
+  /** The parameters came in a multipart form body. */
+  form: boolean
   path: string
   /** URL parameters: `query`, `database`, `query_id`, `param_*` and settings. */
   params: Record<string, string>
@@ -60,18 +62,30 @@ export async function startClickHouseHttp(opts: { user?: string; password?: stri
   // ClickHouse accepts URLs up to 1 MiB (http_max_uri_size); Node's default is 16 KB.
   const server = createServer({ maxHeaderSize: 1024 * 1024 }, async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost')
-    const body = await readBody(req)
+    let body = await readBody(req)
     const params = Object.fromEntries(url.searchParams)
+    // A multipart form body: its fields are parameters too (`param_*`), and its `query` field
+    // continues the statement, as ClickHouse's HTTP interface reads them.
+    const form = /^multipart\/form-data/i.test(req.headers['content-type'] ?? '')
+    if (form) {
+      const fields = await new Request('http://localhost/', { method: 'POST', headers: { 'content-type': String(req.headers['content-type']) }, body }).formData()
+      body = ''
+      for (const [k, v] of fields) {
+        if (k === 'query') params.query = `${params.query ?? ''}${String(v)}`
+        else params[k] = String(v)
+      }
+    }
     const auth = credentials(req)
     const captured: CapturedRequest = {
       method: req.method ?? 'GET',
       urlBytes: Buffer.byteLength(req.url ?? ''),
+      form,
       path: url.pathname,
       params,
       user: auth.user,
       password: auth.password,
       body,
-      statement: params.query ?? body,
+      statement: form ? (params.query ?? '') : (params.query ?? body),
       status: 200,
     }
     requests.push(captured)
@@ -222,6 +236,8 @@ export async function startTestWorker(opts: {
   vars?: Record<string, string>
   maxRetries?: number
   replayDeadLetters?: boolean
+  /** `INGEST_QUEUE` bound to something that is not a queue: every send fails. */
+  brokenQueue?: boolean
 }) {
   const dir = tempDir('signalbox-worker-')
   let toml = readFileSync(join(ROOT, 'wrangler.toml'), 'utf8')
@@ -232,6 +248,10 @@ export async function startTestWorker(opts: {
   patch(/^main = "src\/worker\.ts"$/m, `main = ${JSON.stringify(join(ROOT, 'src/worker.ts'))}`)
   patch(/^max_batch_timeout = \d+$/m, 'max_batch_timeout = 0')
   if (opts.maxRetries !== undefined) patch(/^max_retries = \d+$/m, `max_retries = ${opts.maxRetries}`)
+  if (opts.brokenQueue) {
+    // Bindings from wrangler.toml take precedence over the API's: take the producer away there.
+    patch(/^binding = "INGEST_QUEUE"$/m, 'binding = "INGEST_QUEUE_DETACHED"')
+  }
   if (opts.replayDeadLetters) {
     toml += '\n[[queues.consumers]]\nqueue = "signalbox-ingest-dlq"\nmax_batch_size = 100\nmax_batch_timeout = 0\nmax_retries = 3\n'
   }
@@ -250,6 +270,7 @@ export async function startTestWorker(opts: {
   }
   type Bindings = NonNullable<Parameters<typeof unstable_startWorker>[0]['bindings']>
   const bindings: Bindings = Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]))
+  if (opts.brokenQueue) bindings.INGEST_QUEUE = { type: 'plain_text', value: 'not a queue' }
   const worker = await unstable_startWorker({
     config,
     bindings,
@@ -260,20 +281,6 @@ export async function startTestWorker(opts: {
   const harness = {
     url,
     worker,
-    /**
-     * Reload the Worker (same URL) with its queue producer binding taken away and `INGEST_QUEUE`
-     * bound to something that is not a queue, so every send fails; `false` restores it. (Bindings
-     * from wrangler.toml take precedence over the API's, so the file itself is rewritten.)
-     */
-    async breakQueue(broken: boolean) {
-      const text = broken ? toml.replace(/^binding = "INGEST_QUEUE"$/m, 'binding = "INGEST_QUEUE_DETACHED"') : toml
-      writeFileSync(config, text)
-      await worker.patchConfig({
-        config,
-        bindings: broken ? { ...bindings, INGEST_QUEUE: { type: 'plain_text', value: 'not a queue' } } : bindings,
-      })
-      await worker.ready
-    },
     post(path: string, body: unknown, key: string | null = WRITE_KEY, headers: Record<string, string> = {}) {
       return fetch(`${url}${path}`, {
         method: 'POST',

@@ -6,12 +6,6 @@ import type { Store } from '../store/store.js'
 import { IngestEnvelope } from './envelope.js'
 import type { QueueBatch, QueueMessage } from './types.js'
 
-/**
- * The dedup lookup's ids travel in the request URL, which Workers cap at 16 KB: leave room for
- * the statement, the settings and the other parameters.
- */
-const LOOKUP_URL_BYTES = 12_000
-
 /** Cloudflare Queues caps a retry delay at 12 hours. */
 const MAX_DELAY_SECONDS = 43_200
 
@@ -72,7 +66,9 @@ export async function consumeIngestBatch(batch: QueueBatch<unknown>, deps: Consu
   const errors = valid.flatMap((v) => v.envelope.errors)
   let fresh: EventRow[]
   try {
-    fresh = await storeBlock(deps.store, { events, errors }, { settings, lookupBytes: LOOKUP_URL_BYTES, lookupConcurrency: 4 })
+    // Large lookups travel as a form body (see edge/store.ts), so they are as large as on Node;
+    // a few run at once (Workers allow 6 open connections per invocation).
+    fresh = await storeBlock(deps.store, { events, errors }, { settings, lookupConcurrency: 4 })
   } catch (err) {
     const attempts = Math.max(...valid.map((v) => v.message.attempts))
     deps.logger.error({ err, queue: batch.queue, messages: valid.length, attempts }, 'storing an ingestion batch failed; retrying it')

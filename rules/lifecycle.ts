@@ -397,7 +397,7 @@ export class Lifecycle {
               uniqExact(subject_id) AS entered,
               uniqExactIf(subject_id, later_rank > rank) AS converted,
               uniqExactIf(subject_id, next_at IS NULL) AS stalled,
-              quantilesExactIf(0.5, 0.9)(toFloat64(dateDiff('millisecond', at, assumeNotNull(next_at))) / 1000, next_at IS NOT NULL) AS q,
+              quantilesExactInclusiveIf(0.5, 0.9)(toFloat64(dateDiff('millisecond', at, assumeNotNull(next_at))) / 1000, next_at IS NOT NULL) AS q,
               countIf(next_at IS NOT NULL) AS samples
        FROM seq
        WHERE at >= {from:DateTime64(3, 'UTC')}

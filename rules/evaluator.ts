@@ -61,7 +61,9 @@ export type EvaluatorOptions = {
 /** A claim older than this whose signal was never recorded belongs to an owner that died. */
 const ORPHAN_MS = 60_000
 const CLAIM_CONCURRENCY = 8
-const MAX_IDS_PER_QUERY = 50_000
+/** Ids per query parameter list (HTTP stores carry parameters in the URL). */
+const MAX_IDS_PER_QUERY = 5_000
+const MAX_INCREMENTAL_SUBJECTS = 5_000
 
 type Change = { type: SignalEventType; signal: Signal }
 type Pending = { key: string; change: Change; owner?: string }
@@ -148,10 +150,12 @@ export class Evaluator {
     const touched = this.#touched
     this.#touched = { account: new Set(), user: new Set(), anonymous: new Set() }
     const subjects = await this.#expandTouched(touched)
-    if (subjects.account.length === 0 && subjects.user.length === 0) return
-    const r = await this.evaluate({ subjects })
+    const n = subjects.account.length + subjects.user.length
+    if (n === 0) return
+    // Past this many subjects a full run is cheaper than shipping the id lists.
+    const r = await this.evaluate(n > MAX_INCREMENTAL_SUBJECTS ? {} : { subjects })
     if (r.fired.length || r.resolved.length) {
-      this.#log?.info({ fired: r.fired.length, resolved: r.resolved.length, subjects: subjects.account.length + subjects.user.length }, 'incremental evaluation')
+      this.#log?.info({ fired: r.fired.length, resolved: r.resolved.length, subjects: n }, 'incremental evaluation')
     }
   }
 
@@ -187,24 +191,54 @@ export class Evaluator {
   async #evaluate(opts: { subjects?: Subjects; ruleIds?: string[] }): Promise<EvaluationResult> {
     const now = this.#now()
     const result: EvaluationResult = { fired: [], resolved: [], errors: [] }
-    const rules = (await listRules(this.#store)).filter((r) => r.enabled && (!opts.ruleIds || opts.ruleIds.includes(r.id)))
-    // Traits first: a plan that became paid before a signal fired is the earlier move.
-    await this.#opts.lifecycle?.syncTraits(opts.subjects, now)
-    for (const stored of rules) {
-      const ids = opts.subjects?.[stored.rule.subject]
-      if (ids && ids.length === 0) continue
+    const all = await listRules(this.#store)
+    const rules = all.filter((r) => r.enabled && (!opts.ruleIds || opts.ruleIds.includes(r.id)))
+    const record = async (ruleId: string, work: () => Promise<Change[]>) => {
       try {
-        const changes = await this.#evaluateRule(stored, ids, now)
-        if (changes.length === 0) continue
+        const changes = await work()
+        if (changes.length === 0) return
         await recordSignalEvents(this.#store, this.#bus, changes, now)
         for (const c of changes) (c.type === 'signal.fired' ? result.fired : result.resolved).push(c.signal)
         await this.#opts.lifecycle?.applySignals(changes, now)
       } catch (err) {
-        this.#log?.error({ err, rule: stored.id }, 'rule evaluation failed')
-        result.errors.push({ rule_id: stored.id, message: err instanceof Error ? err.message : String(err) })
+        this.#log?.error({ err, rule: ruleId }, 'rule evaluation failed')
+        result.errors.push({ rule_id: ruleId, message: err instanceof Error ? err.message : String(err) })
       }
     }
+    // Traits first: a plan that became paid before a signal fired is the earlier move.
+    try {
+      await this.#opts.lifecycle?.syncTraits(opts.subjects, now)
+    } catch (err) {
+      this.#log?.error({ err }, 'lifecycle trait sync failed')
+      result.errors.push({ rule_id: '(lifecycle)', message: err instanceof Error ? err.message : String(err) })
+    }
+    for (const stored of rules) {
+      const ids = opts.subjects?.[stored.rule.subject]
+      if (ids && ids.length === 0) continue
+      await record(stored.id, () => this.#evaluateRule(stored, ids, now))
+    }
+    // A full run also resolves the open signals of rules that were deleted since they fired (a
+    // disabled rule's signals stay as they are: the rule is paused, not withdrawn).
+    if (!opts.subjects && !opts.ruleIds) {
+      const known = new Set(all.map((r) => r.id))
+      await record('(deleted rules)', () => this.#resolveWithdrawn(known, now))
+    }
     return result
+  }
+
+  async #resolveWithdrawn(known: Set<string>, now: number): Promise<Change[]> {
+    const shard = this.#opts.shard
+    const rows = await this.#store.query<SignalRow>(
+      `SELECT id, rule_id, rule_version, kind, subject_type, subject_id, status, fired_at, resolved_at, score, reasons
+       FROM signals_v1 FINAL WHERE status = 'open' AND rule_id NOT IN {known:Array(String)}
+       ${shard && shard.count > 1 ? `AND ${SHARD_PREDICATE('subject_id')}` : ''}`,
+      { known: [...known], ...(shard && shard.count > 1 ? { shard_count: shard.count, shard_index: shard.index } : {}) },
+    )
+    const pending = rows.map(signalFromRow).map((s) => ({
+      key: `resolve|${s.id}`,
+      change: { type: 'signal.resolved' as const, signal: { ...s, status: 'resolved' as const, resolved_at: new Date(now).toISOString() } },
+    }))
+    return claim(this.#store, pending, now, this.#log)
   }
 
   async #evaluateRule(stored: StoredRule, ids: string[] | undefined, now: number): Promise<Change[]> {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chTime } from '../ingest/normalize.js'
 import { decide, Evaluator } from '../rules/evaluator.js'
 import { parseRule } from '../rules/schema.js'
-import { putRule } from '../rules/store.js'
+import { deleteRule, putRule } from '../rules/store.js'
 import { type Signal, SignalBus, type SignalEvent } from '../src/signals.js'
 import { DAY, HOUR, NOW, ev, many, openRuleStore } from './rules-fixtures.js'
 
@@ -247,5 +247,36 @@ describe('evaluator', () => {
     while (!seen.some((x) => x.data.rule_id === 'touch') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
     expect(seen.filter((x) => x.data.rule_id === 'touch').map((x) => [x.type, x.data.subject.id])).toEqual([['signal.fired', 'touch-a']])
     await e.stop()
+  })
+
+  it('splits subjects between shards; a shard resolves only its own subjects', async () => {
+    await rule('sharded', {}, 1)
+    const accounts = Array.from({ length: 12 }, (_, i) => `shard-${i}`)
+    await db.put(accounts.map((a) => ev({ at: NOW - HOUR, event: 'sharded event', accountId: a, userId: `u-${a}` })))
+    const shard = (index: number) => new Evaluator(db.store, undefined, { now: () => NOW, shard: { count: 2, index } })
+    const [a, b] = await Promise.all([shard(0).evaluate({ ruleIds: ['sharded'] }), shard(1).evaluate({ ruleIds: ['sharded'] })])
+    expect(a.fired.length).toBeGreaterThan(0)
+    expect(b.fired.length).toBeGreaterThan(0)
+    expect(ids([...a.fired, ...b.fired])).toEqual([...accounts].sort())
+    // Shard 0, once the events have left the window: only its own subjects resolve.
+    const later = new Evaluator(db.store, undefined, { now: () => NOW + 8 * DAY, shard: { count: 2, index: 0 } })
+    expect(ids((await later.evaluate({ ruleIds: ['sharded'] })).resolved)).toEqual(ids(a.fired))
+  })
+
+  it('a full run resolves the open signals of a deleted rule, not those of a disabled one', async () => {
+    await rule('withdrawn', {}, 1)
+    await rule('paused', {}, 1)
+    await db.put([
+      ev({ at: NOW - HOUR, event: 'withdrawn event', accountId: 'wd-a', userId: 'u1' }),
+      ev({ at: NOW - HOUR, event: 'paused event', accountId: 'wd-a', userId: 'u1' }),
+    ])
+    const { e } = evaluator()
+    expect((await e.evaluate({ ruleIds: ['withdrawn', 'paused'] })).fired).toHaveLength(2)
+    await deleteRule(db.store, 'withdrawn', NOW)
+    await rule('paused', { enabled: false }, 1)
+    const out = await e.evaluate()
+    expect(out.errors).toEqual([])
+    expect(out.resolved.filter((s) => ['withdrawn', 'paused'].includes(s.rule_id)).map((s) => s.rule_id)).toEqual(['withdrawn'])
+    expect((await signalsOf('paused')).map((s) => s.status)).toEqual(['open'])
   })
 })

@@ -46,16 +46,14 @@ function utf8Length(s: string): number {
 }
 
 /**
- * Validate one message: its size, its type, and the schema of that type. `knownSmall` skips the
- * size measure when the caller knows the message is under the limit (its whole body is).
+ * Validate one message: its size, its type, and the schema of that type. `bytes` is the message's
+ * size as sent, when the caller knows it; otherwise the message is measured re-serialised.
  */
-export function checkMessage(raw: unknown, forcedType?: MessageType, knownSmall = false): Checked {
+export function checkMessage(raw: unknown, forcedType?: MessageType, bytes?: number): Checked {
   if (!isObject(raw)) return { ok: false, details: [{ path: '(message)', message: 'must be a JSON object' }] }
-  if (!knownSmall) {
-    const bytes = utf8Length(JSON.stringify(raw))
-    if (bytes > LIMITS.messageBytes) {
-      return { ok: false, details: [{ path: '(message)', message: `is ${bytes} bytes; the limit is ${LIMITS.messageBytes}` }] }
-    }
+  const size = bytes ?? utf8Length(JSON.stringify(raw))
+  if (size > LIMITS.messageBytes) {
+    return { ok: false, details: [{ path: '(message)', message: `is ${size} bytes; the limit is ${LIMITS.messageBytes}` }] }
   }
   const type = forcedType ?? raw.type
   if (typeof type !== 'string' || !(MESSAGE_TYPES as readonly string[]).includes(type)) {
@@ -65,13 +63,95 @@ export function checkMessage(raw: unknown, forcedType?: MessageType, knownSmall 
   return parsed.success ? { ok: true, message: parsed.data as Message } : { ok: false, details: zodDetails(parsed.error) }
 }
 
+const QUOTE = 0x22
+const BACKSLASH = 0x5c
+const COMMA = 0x2c
+const COLON = 0x3a
+const OPEN_BRACE = 0x7b
+const CLOSE_BRACE = 0x7d
+const OPEN_BRACKET = 0x5b
+const CLOSE_BRACKET = 0x5d
+const isSpace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09
+const BATCH_KEY = [0x62, 0x61, 0x74, 0x63, 0x68] // batch
+
 /**
- * The request body as text. `Content-Encoding: gzip` (or `deflate`) is accepted, as several
- * Segment libraries compress; the 500 KB limit applies to the body both as sent and decompressed.
+ * The size in bytes, as sent, of each element of the top-level `"batch"` array of a JSON body,
+ * found by one scan of its structure (strings skipped, nesting counted). Structural characters
+ * are ASCII and never occur inside a UTF-8 sequence, so byte offsets are exact UTF-8 sizes. Call
+ * it on a body that parsed as JSON; `undefined` if it has no `batch` array the scan recognises
+ * (e.g. a key written with escapes), and the caller measures each message another way.
  */
-async function readBody(c: Context<AppEnv>): Promise<string> {
+export function batchElementSizes(body: Uint8Array): number[] | undefined {
+  let depth = 0
+  let sizes: number[] | undefined
+  let inBatch = false
+  let lastKeyIsBatch = false
+  let expectKey = false
+  let start = -1 // start of the current element of the batch array
+  let end = -1 // end (exclusive) of its last non-space byte
+  const n = body.length
+  for (let i = 0; i < n; i++) {
+    const b = body[i] as number
+    if (b === QUOTE) {
+      const from = i
+      for (i++; i < n; i++) {
+        const c = body[i] as number
+        if (c === BACKSLASH) i++
+        else if (c === QUOTE) break
+      }
+      if (depth === 1 && expectKey) {
+        // A key spelled with escapes could be "batch" to JSON.parse and not to this scan.
+        if (body.subarray(from, i).includes(BACKSLASH)) return undefined
+        lastKeyIsBatch = i - from - 1 === BATCH_KEY.length && BATCH_KEY.every((k, j) => body[from + 1 + j] === k)
+        expectKey = false
+      }
+      if (inBatch && depth === 2) {
+        if (start < 0) start = from
+        end = i + 1
+      }
+      continue
+    }
+    if (isSpace(b)) continue
+    if (inBatch && depth === 2 && start < 0 && b !== CLOSE_BRACKET && b !== COMMA) start = i
+    if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+      depth++
+      if (depth === 1) expectKey = b === OPEN_BRACE
+      else if (depth === 2 && b === OPEN_BRACKET && lastKeyIsBatch) {
+        inBatch = true
+        sizes = [] // a repeated key: the last one wins, as in JSON.parse
+        start = -1
+      }
+    } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
+      if (inBatch && depth === 2) {
+        if (start >= 0) sizes?.push(end - start)
+        inBatch = false
+        start = -1
+      }
+      depth--
+      if (inBatch && depth === 2) end = i + 1
+      continue
+    } else if (b === COMMA) {
+      if (depth === 1) expectKey = true
+      if (inBatch && depth === 2) {
+        sizes?.push(end - start)
+        start = -1
+      }
+      continue
+    } else if (b === COLON) {
+      continue
+    }
+    if (inBatch && depth >= 2) end = i + 1
+  }
+  return sizes
+}
+
+/**
+ * The request body. `Content-Encoding: gzip` (or `deflate`) is accepted, as several Segment
+ * libraries compress; the 500 KB limit applies to the body both as sent and decompressed.
+ */
+async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
   const encoding = c.req.header('content-encoding')?.trim().toLowerCase()
-  if (!encoding || encoding === 'identity') return c.req.text()
+  if (!encoding || encoding === 'identity') return new Uint8Array(await c.req.arrayBuffer())
   if (encoding !== 'gzip' && encoding !== 'deflate') {
     throw new ApiError({
       code: 'BAD_REQUEST',
@@ -80,10 +160,9 @@ async function readBody(c: Context<AppEnv>): Promise<string> {
     })
   }
   const body = c.req.raw.body
-  if (!body) return ''
+  if (!body) return new Uint8Array(0)
   const reader = body.pipeThrough(new DecompressionStream(encoding)).getReader()
-  const decoder = new TextDecoder()
-  let text = ''
+  const chunks: Uint8Array[] = []
   let size = 0
   try {
     for (;;) {
@@ -94,14 +173,22 @@ async function readBody(c: Context<AppEnv>): Promise<string> {
         await reader.cancel().catch(() => {})
         throw TOO_LARGE()
       }
-      text += decoder.decode(value, { stream: true })
+      chunks.push(value)
     }
   } catch (err) {
     if (err instanceof ApiError) throw err
     throw new ApiError({ code: 'BAD_REQUEST', message: `the body is not valid ${encoding} data`, details: [{ path: '(body)', message: `not ${encoding}` }] })
   }
-  return text + decoder.decode()
+  const bytes = new Uint8Array(size)
+  let at = 0
+  for (const chunk of chunks) {
+    bytes.set(chunk, at)
+    at += chunk.byteLength
+  }
+  return bytes
 }
+
+const decoder = new TextDecoder()
 
 /**
  * The Segment tracking API. Order of checks: size (413), JSON (400), write key (401), rate (429),
@@ -127,11 +214,11 @@ export function ingestRoutes(deps: AppDeps) {
   })
 
   /** Parse the body, authenticate the write key and apply the rate limit. */
-  async function open(c: Context<AppEnv>): Promise<{ body: Record<string, unknown>; bytes: number }> {
-    const text = await readBody(c)
+  async function open(c: Context<AppEnv>): Promise<{ body: Record<string, unknown>; bytes: Uint8Array }> {
+    const bytes = await readBody(c)
     let body: unknown
     try {
-      body = JSON.parse(text)
+      body = JSON.parse(decoder.decode(bytes))
     } catch {
       throw BAD_JSON
     }
@@ -153,8 +240,7 @@ export function ingestRoutes(deps: AppDeps) {
         headers: { 'Retry-After': String(wait) },
       })
     }
-    // A UTF-16 length bounds the UTF-8 size from below only, so ×3 bounds it from above.
-    return { body, bytes: text.length * 3 }
+    return { body, bytes }
   }
 
   // Scoped to the tracking routes, not `/v1/*`: the management API under /v1 has its own rules.
@@ -168,7 +254,8 @@ export function ingestRoutes(deps: AppDeps) {
     app.on(['POST', 'OPTIONS'], [`/${type}`, `/${SHORT_PATH[type]}`], ...guard, async (c) => {
       const { body, bytes } = await open(c)
       const receivedAt = now()
-      const checked = checkMessage(body, type, bytes <= LIMITS.messageBytes)
+      // The body is the message (with perhaps its writeKey): its size as sent.
+      const checked = checkMessage(body, type, bytes.length)
       if (!checked.ok) {
         await deps.sink
           .write({ events: [], errors: checked.details.map((d) => errorRow(c, 'error', 0, d, body, receivedAt)) })
@@ -192,14 +279,15 @@ export function ingestRoutes(deps: AppDeps) {
     if (batch.length > LIMITS.batchMessages) {
       throw new ApiError({ code: 'PAYLOAD_TOO_LARGE', message: `the batch has ${batch.length} messages; the limit is ${LIMITS.batchMessages}` })
     }
-    // No message can be over the limit when the whole body is under it.
-    const small = bytes <= LIMITS.messageBytes
+    // Each message's size as sent; none can be over the limit when the whole body is under it.
+    const sizes = bytes.length <= LIMITS.messageBytes ? undefined : batchElementSizes(bytes)
+    const sizeOf = (index: number) => (bytes.length <= LIMITS.messageBytes ? bytes.length : sizes?.length === batch.length ? sizes[index] : undefined)
     const source = c.get('source').source
     const events: EventRow[] = []
     const errors: IngestErrorRow[] = []
     const rejected: Rejected[] = []
     batch.forEach((raw, index) => {
-      const checked = checkMessage(raw, undefined, small)
+      const checked = checkMessage(raw, undefined, sizeOf(index))
       // Segment merges the batch's context into each message's own (the message's keys win).
       if (checked.ok && context) checked.message.context = { ...context, ...checked.message.context }
       if (!checked.ok) {

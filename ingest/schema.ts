@@ -61,7 +61,12 @@ export function parseTimestamp(text: string): number | undefined {
   const ms = local - offsetMin * 60_000
   return ms >= MIN_MS && ms <= MAX_MS ? ms : undefined
 }
-const dict = z.record(z.string(), z.unknown())
+/**
+ * A JSON object (properties, traits, context, …), checked without being copied: its values are
+ * free-form, and copying every nested object of every message would cost more than the rest of
+ * the validation together.
+ */
+const dict = z.custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'must be a JSON object')
 
 const common = {
   messageId: z.string().min(1, 'must not be empty').max(256).optional(),

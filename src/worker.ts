@@ -1,7 +1,9 @@
 import type { Logger } from 'pino'
+import { type Evaluator, evaluatorFromConfig } from '../rules/evaluator.js'
+import { Lifecycle, lifecycleFromConfig } from '../rules/lifecycle.js'
 import { createApp } from './app.js'
 import { consumeIngestBatch } from './edge/consumer.js'
-import { runScheduled } from './edge/cron.js'
+import { runScheduled, touchedSubjects } from './edge/cron.js'
 import { type EdgeConfig, configFromBindings, type WorkerEnv } from './edge/config.js'
 import { createEdgeLogger } from './edge/logger.js'
 import { QueueSink } from './edge/queue-sink.js'
@@ -17,7 +19,7 @@ import type { Store } from './store/store.js'
  * Cloudflare Queue, plus the queue consumer (which stores batches into ClickHouse) and the Cron
  * Trigger (which evaluates the rules). It holds no logic of its own.
  */
-type Runtime = { config: EdgeConfig; store: Store; logger: Logger; bus: SignalBus; app: ReturnType<typeof createApp> }
+type Runtime = { config: EdgeConfig; store: Store; logger: Logger; evaluator: Evaluator; app: ReturnType<typeof createApp> }
 
 // One runtime per isolate and bindings object: built on first use, reused by later requests.
 const runtimes = new WeakMap<object, Runtime>()
@@ -30,8 +32,11 @@ function runtimeFor(env: WorkerEnv): Runtime {
     const store = openWebStore(config)
     const bus = new SignalBus()
     const sink = new QueueSink(env.INGEST_QUEUE)
-    const app = createApp({ config, store, sink, adminToken: config.ADMIN_TOKEN, writeKeys: config.WRITE_KEYS, logger, bus })
-    rt = { config, store, logger, bus, app }
+    const lifecycle = new Lifecycle(store, lifecycleFromConfig(config))
+    // No background interval on Workers: the Cron Trigger and the queue consumer drive it.
+    const evaluator = evaluatorFromConfig(store, bus, config, { logger, lifecycle })
+    const app = createApp({ config, store, sink, adminToken: config.ADMIN_TOKEN, writeKeys: config.WRITE_KEYS, logger, bus, evaluator, lifecycle })
+    rt = { config, store, logger, evaluator, app }
     runtimes.set(env, rt)
   }
   return rt
@@ -56,13 +61,23 @@ export default {
     return rt.app.fetch(request, env, ctx as never)
   },
 
-  async queue(batch: QueueBatch<unknown>, env: WorkerEnv): Promise<void> {
+  async queue(batch: QueueBatch<unknown>, env: WorkerEnv, ctx: ExecutionContext): Promise<void> {
     const rt = runtimeFor(env)
-    await consumeIngestBatch(batch, { store: rt.store, logger: rt.logger, retryBaseSeconds: rt.config.QUEUE_RETRY_BASE_SECONDS })
+    await consumeIngestBatch(batch, {
+      store: rt.store,
+      logger: rt.logger,
+      retryBaseSeconds: rt.config.QUEUE_RETRY_BASE_SECONDS,
+      // The subjects these events touched are evaluated right away (after the ack), so a crossed
+      // threshold becomes a signal within seconds instead of at the next Cron Trigger.
+      onStored: rt.config.EVAL_ON_INGEST
+        ? (events) => ctx.waitUntil(rt.evaluator.evaluate({ subjects: touchedSubjects(events) }).catch((err) => rt.logger.error({ err }, 'incremental evaluation failed')))
+        : undefined,
+    })
   },
 
-  async scheduled(event: ScheduledEvent, env: WorkerEnv, ctx: ExecutionContext): Promise<void> {
+  async scheduled(_event: ScheduledEvent, env: WorkerEnv): Promise<void> {
     const rt = runtimeFor(env)
-    ctx.waitUntil(runScheduled({ store: rt.store, logger: rt.logger, bus: rt.bus, now: () => event.scheduledTime }))
+    // Awaited: a failing run (the store unreachable) is reported as a failed invocation.
+    await runScheduled({ evaluator: rt.evaluator, logger: rt.logger })
   },
 }

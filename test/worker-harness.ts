@@ -82,7 +82,8 @@ export async function startTestWorker(opts: {
   const worker = await unstable_startWorker({
     config,
     bindings,
-    dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, persist: false, watch: false, logLevel: (process.env.WORKER_LOG_LEVEL as 'error' | undefined) ?? 'error' },
+    // testScheduled: the Cron Trigger runs on GET /cdn-cgi/handler/scheduled.
+    dev: { server: { hostname: '127.0.0.1', port: 0 }, inspector: false, persist: false, watch: false, testScheduled: true, logLevel: (process.env.WORKER_LOG_LEVEL as 'error' | undefined) ?? 'error' },
   })
   await worker.ready
   const url = (await worker.url).origin

@@ -165,6 +165,47 @@ describe('the queue consumer', () => {
   })
 })
 
+describe('rule evaluation on the edge', () => {
+  const putRule = (id: string, event: string) =>
+    w.admin(`/v1/rules/${id}`, {
+      method: 'PUT',
+      body: JSON.stringify({ id, kind: 'pql', subject: 'account', when: { all: [{ metric: 'count', event, window: '7d', op: 'gte', value: 2 }] } }),
+    })
+  const signals = (rule: string) =>
+    ch.store.query<{ subject_id: string; status: string }>('SELECT subject_id, status FROM signals_v1 FINAL WHERE rule_id = {rule:String} ORDER BY subject_id', { rule })
+  const twice = (account: string, event: string) => [0, 1].map(() => ({ type: 'track', messageId: mid(), userId: `u-${account}`, event, context: { groupId: account } }))
+
+  it('the Cron Trigger evaluates the rules as SQL on ClickHouse and records each signal once', async () => {
+    const accounts = ['edge-a', 'edge-b', 'edge-c']
+    const batch = accounts.flatMap((a) => twice(a, 'Edge Used'))
+    expect((await w.post('/v1/batch', { batch })).status).toBe(200)
+    await storedOnce(batch.map((m) => m.messageId))
+    expect((await putRule('edge-pql', 'Edge Used')).status).toBeLessThan(300)
+    expect(await signals('edge-pql')).toEqual([])
+
+    const before = ch.requests.length
+    const cron = await fetch(`${w.url}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*`)
+    expect(cron.status).toBe(200)
+    expect(await signals('edge-pql')).toEqual(accounts.map((subject_id) => ({ subject_id, status: 'open' })))
+    // The rule ran inside ClickHouse, with its values bound as parameters.
+    const compiled = since(before).filter((r) => /FROM events_v1/.test(r.statement) && Object.keys(r.params).some((k) => k.startsWith('param_')))
+    expect(compiled.length).toBeGreaterThan(0)
+    expect(compiled.every((r) => !r.statement.includes('Edge Used'))).toBe(true)
+
+    // The next trigger finds them open: nothing fires twice.
+    expect((await fetch(`${w.url}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*`)).status).toBe(200)
+    const [row] = await ch.store.query<{ n: number }>("SELECT count() AS n FROM signal_events_v1 WHERE rule_id = 'edge-pql' AND type = 'signal.fired'")
+    expect(Number(row?.n)).toBe(3)
+  })
+
+  it('the queue consumer evaluates the subjects a batch touched right after storing it', async () => {
+    expect((await putRule('edge-touch', 'Edge Touched')).status).toBeLessThan(300)
+    expect((await w.post('/v1/batch', { batch: twice('edge-t', 'Edge Touched') })).status).toBe(200)
+    const fired = await until(async () => ((await signals('edge-touch')).length ? await signals('edge-touch') : undefined), 'the signal of the touched account')
+    expect(fired).toEqual([{ subject_id: 'edge-t', status: 'open' }])
+  })
+})
+
 describe('configuration from bindings', () => {
   it('validates the bindings with the same schema as Node; a bad one answers 500 naming the variable, never its value', async () => {
     const bad = await startTestWorker({ clickhouse: { url: '' }, vars: { WRITE_KEYS: 'short', RATE_LIMIT_PER_SECOND: 'fast' } })

@@ -1,17 +1,54 @@
 import type { Logger } from 'pino'
-import type { SignalBus } from '../signals.js'
-import type { Store } from '../store/store.js'
+import type { EvaluationResult, Evaluator } from '../../rules/evaluator.js'
 
-export type CronDeps = { store: Store; logger: Logger; bus: SignalBus; now: () => number }
+export type CronDeps = {
+  evaluator: Evaluator
+  logger: Logger
+  /**
+   * Queue and send the webhook deliveries of new signal events.
+   * SEAM: wired once the delivery module (src/delivery/) exposes one run of its outbox; until
+   * then the Worker records signals and the Node service (or the next one with delivery) sends.
+   */
+  deliver?: () => Promise<{ queued: number; sent: number }>
+}
 
-export type CronResult = { evaluated: boolean; fired: number; resolved: number; deliveries: number }
+export type CronResult = {
+  fired: number
+  resolved: number
+  errors: EvaluationResult['errors']
+  deliveries: { queued: number; sent: number } | null
+  ms: number
+}
 
 /**
- * The Cron Trigger: evaluate the rules as SQL on ClickHouse, then hand new signal events to the
- * webhook outbox and send what is due.
- * SEAM: filled in once the evaluator (rules/) and delivery (src/delivery/) modules exist.
+ * The Cron Trigger: evaluate every enabled rule as SQL on ClickHouse (the same evaluator as on
+ * Node: claims make a signal fire once even if a Node instance evaluates too), then hand the new
+ * signal events to the webhook outbox. A failing store fails the run loudly; the next trigger
+ * evaluates again.
  */
 export async function runScheduled(deps: CronDeps): Promise<CronResult> {
-  deps.logger.warn('scheduled run: the rule evaluator is not wired in yet')
-  return { evaluated: false, fired: 0, resolved: 0, deliveries: 0 }
+  const started = performance.now()
+  const result = await deps.evaluator.evaluate()
+  const deliveries = deps.deliver ? await deps.deliver() : null
+  const out: CronResult = {
+    fired: result.fired.length,
+    resolved: result.resolved.length,
+    errors: result.errors,
+    deliveries,
+    ms: Math.round(performance.now() - started),
+  }
+  deps.logger.info(out, 'scheduled evaluation')
+  if (!deps.deliver) deps.logger.warn('scheduled run: webhook delivery is not wired into the Worker yet (see src/edge/cron.ts)')
+  return out
+}
+
+/** The subjects a block of stored events touches, for an incremental evaluation. */
+export function touchedSubjects(events: readonly { account_id: string; user_id: string }[]) {
+  const account = new Set<string>()
+  const user = new Set<string>()
+  for (const e of events) {
+    if (e.account_id) account.add(e.account_id)
+    if (e.user_id) user.add(e.user_id)
+  }
+  return { account: [...account], user: [...user] }
 }

@@ -1,29 +1,40 @@
 /**
  * Rule → ClickHouse SQL. One rule compiles to one SELECT whose rows are
- * `{subject_id, matched: 0|1, score: number|null, reasons: string}` (reasons: JSON array of Reason,
- * src/signals.ts). Every value and every event/property/trait name travels as a `{pN:Type}` query
- * parameter; the SQL text holds only identifiers and constants written here.
+ * `{subject_id, matched: 0|1, score: number|null, reasons: string}` (reasons: the JSON array of
+ * Reason from src/signals.ts). Every value and every event/property/trait name is a bound
+ * `{pN:Type}` parameter (rules/compile/sql.ts); the SQL text holds only what this file writes.
  *
- * Contract with the evaluator (decided here, relied on by rules/evaluator.ts):
+ * Contract with the evaluator (decided here; rules/evaluator.ts relies on it):
  * - With `subjectIds`: exactly one row per requested subject id, matched or not (a subject with no
- *   data reads as zero activity), so the evaluator can fire and resolve for exactly those subjects.
+ *   data reads as zero activity), so the evaluator fires and resolves exactly those subjects.
  * - Without `subjectIds` (a full run): only matched rows (matched = 1). A subject with an open
- *   signal that is absent from a full run's rows has left the condition and is resolved.
- *   A full run considers every subject seen by `asOf` (accounts_v1 / users_v1) in scope.
- * - `shard` keeps subjects with cityHash64(subject_id) % count = index, in both modes.
+ *   signal that is absent from a full run has left the condition and is resolved. A full run
+ *   considers every subject seen by `asOf` (accounts_v1 / users_v1).
+ * - `shard` keeps the subjects with cityHash64(subject_id) % count = index, in both modes.
  * - Windows are half-open on the left: an event counts in a window `w` when
- *   asOf − w < timestamp ≤ asOf. Events after `asOf` never count (backtests see the past only).
+ *   asOf − w < timestamp ≤ asOf; events after `asOf` never count (backtests see only the past).
  * - Traits are the latest value at or before `asOf` (argMax by timestamp). A missing trait fails
  *   every filter except `exists: false`.
- * - Activity is track / page / screen only; identify, group and alias never count.
- * - Accounts see events carrying their account id (group id, `context.groupId`) and the events of
- *   their members (memberships_v1) that carry no account id. Users see their own events and the
- *   anonymous (or aliased) history linked to them in identities_v1 (two hops: anon → id → alias).
- *   Anonymous ids never linked to a user are not user subjects.
+ * - Activity is track / page / screen only; identify, group and alias never count. Counts are of
+ *   distinct messages (source, message_id), so a message stored twice still counts once.
+ * - Accounts see the events carrying their account id (group id, `context.groupId`) and the
+ *   events of their members (memberships_v1) that carry none. Users see their own events and the
+ *   anonymous (or aliased) history linked to them in identities_v1, up to two hops
+ *   (anonymous → first user id → aliased id). Anonymous ids never linked to a user are not users.
+ *
+ * How the query is shaped (why it is fast): events are first aggregated by their raw identity
+ * (account id, user id, anonymous id) — the prefix of events_v1's sorting key — with one partial
+ * aggregate per condition; only those few rows are then resolved to users (identity links) and
+ * attributed to accounts (memberships), merged per (subject, user), then per subject. No join
+ * ever runs per event. Whole days inside a window are read from the daily rollup
+ * activity_daily_v1 (migrations 005-006) and only the partial days at the window's edges from
+ * events_v1, so a 90-day window costs about as much as its number of distinct identity-days.
+ * Conditions that need the raw event (property filters, numeric properties, decay) read
+ * events_v1 for their whole window.
  */
 import type { Reason } from '../src/signals.js'
+import { type Params as P, Params, describeSelector, fmt, startOfDay, valuePredicate } from './compile/sql.js'
 import { type Condition, type MetricCondition, type PropertyFilter, parseDuration, type Rule, type ScoreItem, type TraitFilter } from './schema.js'
-import { chTime } from '../ingest/normalize.js'
 
 export type CompileOptions = {
   /** Evaluate as of this moment (epoch ms). */
@@ -32,128 +43,82 @@ export type CompileOptions = {
   subjectIds?: string[]
   /** cityHash64(subject_id) % count = index. */
   shard?: { count: number; index: number }
+  /** Read whole days from the daily rollup (default true); false reads events_v1 only. */
+  rollups?: boolean
 }
 
 export type CompiledRule = { sql: string; params: Record<string, unknown> }
 
 const DAY = 86_400_000
-const ACTIVITY_TYPES = `('track', 'page', 'screen')`
-const DEFAULT_LOOKBACK = { days_since_last_seen: '365d', seat_usage: '30d', champion_quiet: '90d', score: '90d' } as const
+const DEFAULT_WINDOW = { days_since_last_seen: '365d', seat_usage: '30d', champion_quiet: '90d', score: '90d' } as const
+const SYM = { gt: '>', gte: '>=', lt: '<', lte: '<=', eq: '=', neq: '!=' } as const
+const TIME = "Nullable(DateTime64(3, 'UTC'))"
 
-/** Bound parameters: every value the SQL uses goes through `bind`. */
-class Params {
-  readonly values: Record<string, unknown> = {}
-  #n = 0
-  bind(value: unknown, type: string): string {
-    const name = `p${this.#n++}`
-    this.values[name] = value
-    return `{${name}:${type}}`
-  }
-  str = (v: string) => this.bind(v, 'String')
-  num = (v: number) => this.bind(v, 'Float64')
-  time = (ms: number) => this.bind(chTime(ms), "DateTime64(3, 'UTC')")
+type Selector = { event?: string | string[]; where?: PropertyFilter[] }
+
+/**
+ * A partial aggregate computed per raw identity, then merged per (subject, user):
+ * `sum` (counts), `max`/`min` (timestamps, values), `days` (sets of active days).
+ */
+type Kind = 'sum' | 'max' | 'min' | 'days'
+type Part = { alias: string; kind: Kind; type: string; raw: string; roll?: string }
+const MERGE: Record<Kind, (x: string) => string> = {
+  sum: (x) => `sum(${x})`,
+  max: (x) => `max(${x})`,
+  min: (x) => `min(${x})`,
+  days: (x) => `groupUniqArrayArray(${x})`,
 }
+const neutral = (p: Part) => (p.kind === 'sum' ? 'toFloat64(0)' : p.kind === 'days' ? 'CAST([] AS Array(Date))' : `CAST(NULL AS ${p.type})`)
 
-const q = (s: string) => JSON.stringify(s)
-const fmt = (v: unknown) => (Array.isArray(v) ? `[${v.map((x) => q(String(x))).join(', ')}]` : typeof v === 'string' ? q(v) : String(v))
-
-/** A value's JSON text (`raw`, '' when absent) tested against an operator, in SQL. */
-function valuePredicate(p: Params, raw: string, f: { op: PropertyFilter['op']; value?: unknown }): string {
-  const present = `(${raw} != '' AND ${raw} != 'null')`
-  // Numbers may arrive as JSON numbers or numeric strings ("42"); both compare numerically.
-  const num = `JSONExtract(${raw}, 'Nullable(Float64)')`
-  const str = `JSONExtractString(${raw})`
-  const eq = (v: unknown) =>
-    typeof v === 'number' ? `${num} = ${p.num(v)}` : typeof v === 'boolean' ? `${raw} = ${p.str(String(v))}` : `${str} = ${p.str(String(v))}`
-  const v = f.value
-  switch (f.op) {
-    case 'exists':
-      return v === false ? `NOT ${present}` : present
-    case 'eq':
-      return `(${present} AND ${eq(v)})`
-    case 'neq':
-      return `(${present} AND NOT (${eq(v)}))`
-    case 'gt':
-    case 'gte':
-    case 'lt':
-    case 'lte': {
-      const sym = { gt: '>', gte: '>=', lt: '<', lte: '<=' }[f.op]
-      return `ifNull(${num} ${sym} ${p.num(v as number)}, 0)`
-    }
-    case 'in': {
-      const list = v as (string | number | boolean)[]
-      const nums = list.filter((x): x is number => typeof x === 'number')
-      const strs = list.filter((x) => typeof x !== 'number').map(String)
-      const parts: string[] = []
-      if (strs.length) parts.push(`${str} IN ${p.bind(strs, 'Array(String)')}`)
-      if (nums.length) parts.push(`ifNull(${num} IN ${p.bind(nums, 'Array(Float64)')}, 0)`)
-      return `(${present} AND (${parts.join(' OR ')}))`
-    }
-    case 'contains': {
-      // Case-insensitive substring of a string value, or an element of an array value.
-      const needles = Array.isArray(v) ? (v as string[]) : [v as string]
-      const arr = p.bind(needles, 'Array(String)')
-      return `(${present} AND if(JSONType(${raw}) = 'Array', hasAny(JSONExtract(${raw}, 'Array(String)'), ${arr}), multiSearchAnyCaseInsensitiveUTF8(${str}, ${arr})))`
-    }
-  }
+type Leaf = {
+  /** SQL of the measured value, over the final SELECT's columns. */
+  measured: string
+  /** SQL of "the condition holds". */
+  pass: string
+  reason: Omit<Reason, 'measured' | 'passed' | 'detail'>
+  /** `measured` is JSON text already (a trait value) rather than a number. */
+  measuredIsJson?: boolean
+  /** Extra figures for the reason: key, SQL, how to render it. */
+  detail?: [string, string, 'num' | 'str' | 'json'][]
+  /** Evaluated but not reported on its own (conditions inside a score item). */
+  hidden?: boolean
 }
 
 /** Reason.threshold takes scalars or lists of strings and numbers. */
 const thresholdOf = (v: unknown): Reason['threshold'] =>
   v === undefined ? null : Array.isArray(v) ? v.map((x) => (typeof x === 'boolean' ? String(x) : (x as string | number))) : (v as Reason['threshold'])
 
-const SYM = { gt: '>', gte: '>=', lt: '<', lte: '<=', eq: '=', neq: '!=' } as const
-
-type Leaf = {
-  /** SQL of the measured value (over the columns of the final SELECT's FROM). */
-  measured: string
-  /** SQL of "the condition holds" (UInt8). */
-  pass: string
-  /** Static parts of the reason, bound as JSON text. */
-  reason: Omit<Reason, 'measured' | 'passed' | 'detail'>
-  /** Whether `measured` is already JSON text (traits) rather than a number. */
-  measuredIsJson?: boolean
-  /** Extra detail: JSON key → SQL expression (number or string). */
-  detail?: [string, string, 'num' | 'str' | 'json'][]
-  /** Evaluated but not reported on its own (the conditions inside a score item). */
-  hidden?: boolean
-}
-
-/**
- * Compiles one rule. The events the rule reads pass through one scan of events_v1 (`ev`), grouped
- * once per subject (`agg`); each condition adds its own aggregate columns to that one GROUP BY, so
- * a rule with five conditions still reads the table once.
- */
 class Compiler {
-  readonly p = new Params()
-  readonly asOf: number
-  /** Aggregates over `ev` grouped by subject: alias → SQL. */
-  readonly aggs: [string, string][] = []
-  /** Extra CTEs (champions). */
-  readonly ctes: [string, string][] = []
-  readonly joins: string[] = []
-  /** Trait keys to pivot: key → column alias. */
+  readonly p: P = new Params()
+  readonly account: boolean
+  readonly useRollups: boolean
+  readonly parts: Part[] = []
+  /** Per-subject aggregates over `su`: alias → SQL. */
+  readonly finals: [string, string][] = []
+  readonly leaves: Leaf[] = []
+  /** Trait key → column alias in `tr`. */
   readonly traits = new Map<string, string>()
-  /** The earliest moment any condition looks at. */
-  scanFrom: number
-  usesEvents = false
-  leaves: Leaf[] = []
+  /** Extra CTEs and joins (champions). */
+  readonly ctes: [string, string][] = []
+  readonly aggJoins: string[] = []
+  readonly finalJoins: string[] = []
+  /** What the raw scan and the rollup scan must cover. */
+  rawFrom = Number.POSITIVE_INFINITY
+  readonly rawRanges: string[] = []
+  rollFrom = Number.POSITIVE_INFINITY
+  rollTo = Number.NEGATIVE_INFINITY
   #n = 0
 
   constructor(
     readonly rule: Rule,
     readonly opts: CompileOptions,
   ) {
-    this.asOf = opts.asOf
-    this.scanFrom = opts.asOf
+    this.account = rule.subject === 'account'
+    this.useRollups = opts.rollups !== false
   }
 
-  id(prefix: string) {
-    return `${prefix}${this.#n++}`
-  }
-
-  get asOfSql() {
-    return this.p.time(this.asOf)
+  get asOf() {
+    return this.opts.asOf
   }
 
   traitCol(key: string): string {
@@ -165,22 +130,86 @@ class Compiler {
     return `tr.${col}`
   }
 
-  /** SQL of "this event row is within (from, asOf] and matches the selector". */
-  eventCond(sel: { event?: string | string[]; where?: PropertyFilter[] }, fromMs: number, toMs = this.asOf): string {
-    this.usesEvents = true
-    this.scanFrom = Math.min(this.scanFrom, fromMs)
-    const parts = [`ts > ${this.p.time(fromMs)}`]
-    if (toMs !== this.asOf) parts.push(`ts <= ${this.p.time(toMs)}`)
-    if (typeof sel.event === 'string') parts.push(`event = ${this.p.str(sel.event)}`)
-    else if (sel.event) parts.push(`event IN ${this.p.bind(sel.event, 'Array(String)')}`)
-    for (const f of sel.where ?? []) parts.push(valuePredicate(this.p, `JSONExtractRaw(properties, ${this.p.str(f.property)})`, f))
-    return parts.join(' AND ')
+  /**
+   * Where a window (from, to] is read: whole days from the rollup when the selector allows it
+   * (no property filter), the partial days at both edges — or the whole window — from events_v1.
+   */
+  plan(sel: Selector, from: number, to: number, rawOnly = false): { raw: string; roll?: string } {
+    const firstWhole = startOfDay(from) + DAY
+    const lastWhole = startOfDay(to)
+    const p = this.p
+    this.rawFrom = Math.min(this.rawFrom, from)
+    const rawSel = this.selectorRaw(sel)
+    if (!rawOnly && this.useRollups && !sel.where?.length && firstWhole < lastWhole) {
+      const edges = `((timestamp > ${p.time(from)} AND timestamp < ${p.time(firstWhole)}) OR (timestamp >= ${p.time(lastWhole)} AND timestamp <= ${p.time(to)}))`
+      this.rawRanges.push(edges)
+      this.rollFrom = Math.min(this.rollFrom, firstWhole)
+      this.rollTo = Math.max(this.rollTo, lastWhole)
+      const days = `day >= ${p.date(firstWhole)} AND day < ${p.date(lastWhole)}`
+      return { raw: [edges, ...rawSel].join(' AND '), roll: [days, ...this.selectorEvent(sel)].join(' AND ') }
+    }
+    const range = `timestamp > ${p.time(from)}${to === this.asOf ? '' : ` AND timestamp <= ${p.time(to)}`}`
+    this.rawRanges.push(`(${range})`)
+    return { raw: [range, ...rawSel].join(' AND ') }
   }
 
-  agg(sql: string): string {
-    const alias = this.id('a')
-    this.aggs.push([alias, sql])
+  selectorEvent(sel: Selector): string[] {
+    if (typeof sel.event === 'string') return [`event = ${this.p.str(sel.event)}`]
+    if (sel.event) return [`event IN ${this.p.bind(sel.event, 'Array(String)')}`]
+    return []
+  }
+
+  selectorRaw(sel: Selector): string[] {
+    return [
+      ...this.selectorEvent(sel),
+      ...(sel.where ?? []).map((f) => valuePredicate(this.p, `JSONExtractRaw(properties, ${this.p.str(f.property)})`, f)),
+    ]
+  }
+
+  part(kind: Kind, type: string, raw: string, roll?: string): string {
+    const alias = `x${this.parts.length}`
+    // Both sides of the raw/rollup union must have the same type.
+    const cast = (sql: string) => (kind === 'sum' && !sql.startsWith('toFloat64(') ? `toFloat64(${sql})` : sql)
+    this.parts.push({ alias, kind, type, raw: cast(raw), roll: roll && cast(roll) })
+    return alias
+  }
+
+  final(sql: string): string {
+    const alias = `f${this.finals.length}`
+    this.finals.push([alias, sql])
     return `agg.${alias}`
+  }
+
+  /** Distinct messages matching the selector in (from, to], per (subject, user). */
+  count(sel: Selector, from: number, to: number): string {
+    const w = this.plan(sel, from, to)
+    return this.part(
+      'sum',
+      'Float64',
+      `toFloat64(uniqExactIf(cityHash64(source, message_id), ${w.raw}))`,
+      w.roll && `toFloat64(uniqExactMergeIf(messages, ${w.roll}))`,
+    )
+  }
+
+  /** Non-zero when the user has matching activity in (from, to] (cheaper than counting). */
+  presence(sel: Selector, from: number, to: number): string {
+    const w = this.plan(sel, from, to)
+    return this.part('sum', 'Float64', `toFloat64(countIf(${w.raw}))`, w.roll && `toFloat64(countIf(${w.roll}))`)
+  }
+
+  days(sel: Selector, from: number, to: number): string {
+    const w = this.plan(sel, from, to)
+    return this.part('days', 'Array(Date)', `groupUniqArrayIf(toDate(timestamp), ${w.raw})`, w.roll && `groupUniqArrayIf(day, ${w.roll})`)
+  }
+
+  lastSeen(sel: Selector, from: number, to: number): string {
+    const w = this.plan(sel, from, to)
+    return this.part('max', TIME, `maxOrNullIf(timestamp, ${w.raw})`, w.roll && `maxOrNullIf(last_seen, ${w.roll})`)
+  }
+
+  /** A numeric property's JSON value as Float64 (numbers or numeric strings), NULL otherwise. */
+  property(name: string): string {
+    return `JSONExtract(JSONExtractRaw(properties, ${this.p.str(name)}), 'Nullable(Float64)')`
   }
 
   traitLeaf(f: TraitFilter): Leaf {
@@ -189,54 +218,67 @@ class Compiler {
       measured: `if(${col} = '', 'null', ${col})`,
       measuredIsJson: true,
       pass: valuePredicate(this.p, col, f),
-      reason: { condition: `trait ${f.trait} ${f.op}${f.value === undefined ? '' : ` ${fmt(f.value)}`}`, metric: 'trait', op: f.op, threshold: thresholdOf(f.value) },
+      reason: {
+        condition: `trait ${f.trait} ${f.op}${f.value === undefined ? '' : ` ${fmt(f.value)}`}`,
+        metric: 'trait',
+        op: f.op,
+        threshold: thresholdOf(f.value),
+      },
     }
   }
 
-  /** The measured value of a metric over (from, to], as SQL over `agg`. */
-  metricValue(c: MetricCondition, fromMs: number, toMs: number, perDay: boolean): string {
-    const cond = this.eventCond(c, fromMs, toMs)
-    const days = (toMs - fromMs) / DAY
-    const norm = (sql: string) => (perDay ? `(${sql} / ${this.p.num(days)})` : sql)
+  /** A metric's value over (from, to]: as is, or per day (for baseline comparisons). */
+  metricValue(c: MetricCondition, from: number, to: number, perDay: boolean): string {
+    const days = this.p.num((to - from) / DAY)
+    const norm = (sql: string) => (perDay ? `(${sql} / ${days})` : sql)
     switch (c.metric) {
       case 'count':
-        return norm(`toFloat64(${this.agg(`countIf(${cond})`)})`)
+        return norm(this.final(`sum(${this.count(c, from, to)})`))
       case 'active_users':
-        // Per day: the mean daily active users (distinct user-days / days), not distinct users / days.
-        return perDay ? norm(`toFloat64(${this.agg(`uniqExactIf((user_key, toDate(ts)), ${cond})`)})`) : `toFloat64(${this.agg(`uniqExactIf(user_key, ${cond})`)})`
+        // Per day: mean daily active users (distinct user-days / days), not distinct users / days.
+        return perDay
+          ? norm(this.final(`toFloat64(sum(length(${this.days(c, from, to)})))`))
+          : this.final(`toFloat64(countIf(${this.presence(c, from, to)} > 0))`)
       case 'active_days':
-        return norm(`toFloat64(${this.agg(`uniqExactIf(toDate(ts), ${cond})`)})`)
+        return norm(this.final(`toFloat64(length(groupUniqArrayArray(${this.days(c, from, to)})))`))
       case 'sum':
       case 'avg':
       case 'max':
       case 'min': {
-        const v = `JSONExtract(JSONExtractRaw(properties, ${this.p.str(c.property)}), 'Nullable(Float64)')`
-        if (c.metric === 'sum') return norm(`toFloat64(${this.agg(`sumIf(ifNull(${v}, 0), ${cond})`)})`)
-        // avg / max / min are already intensive: a baseline compares them as they are.
-        return this.agg(`${c.metric}OrNullIf(${v}, ${cond} AND ${v} IS NOT NULL)`)
+        const w = this.plan(c, from, to, true)
+        const v = this.property(c.property)
+        if (c.metric === 'sum') return norm(this.final(`sum(${this.part('sum', 'Float64', `sumIf(ifNull(${v}, 0), ${w.raw})`)})`))
+        if (c.metric === 'avg') {
+          const s = this.part('sum', 'Float64', `sumIf(ifNull(${v}, 0), ${w.raw} AND ${v} IS NOT NULL)`)
+          const n = this.part('sum', 'Float64', `toFloat64(countIf(${w.raw} AND ${v} IS NOT NULL))`)
+          return this.final(`if(sum(${n}) > 0, sum(${s}) / sum(${n}), NULL)`)
+        }
+        // max / min are intensive already: a baseline compares them as they are.
+        const x = this.part(c.metric, 'Nullable(Float64)', `${c.metric}OrNullIf(${v}, ${w.raw} AND ${v} IS NOT NULL)`)
+        return this.final(`${c.metric}(${x})`)
       }
       default:
-        throw new Error(`metric ${c.metric} has no window value`)
+        throw new Error(`${c.metric} has no window value`)
     }
   }
 
   metricLeaf(c: MetricCondition): Leaf {
     const sel = describeSelector(c)
+    const p = this.p
     if (c.op === 'drop_pct_gte' || c.op === 'rise_pct_gte') {
       const base = c.baseline!
       const w = parseDuration(c.window!)
       const offset = base.offset ? parseDuration(base.offset) : w
-      const bw = parseDuration(base.window)
       const cur = this.metricValue(c, this.asOf - w, this.asOf, true)
-      const prev = this.metricValue(c, this.asOf - offset - bw, this.asOf - offset, true)
+      const prev = this.metricValue(c, this.asOf - offset - parseDuration(base.window), this.asOf - offset, true)
       const pct = c.op === 'drop_pct_gte' ? `(${prev} - ${cur}) / ${prev} * 100` : `(${cur} - ${prev}) / ${prev} * 100`
       const measured = `if(${prev} > 0, ${pct}, NULL)`
-      const minBase = c.min_baseline !== undefined ? ` AND ${prev} >= ${this.p.num(c.min_baseline)}` : ''
+      const minBase = c.min_baseline !== undefined ? ` AND ${prev} >= ${p.num(c.min_baseline)}` : ''
       return {
         measured,
-        pass: `ifNull(${measured} >= ${this.p.num(c.value)}${minBase}, 0)`,
+        pass: `ifNull(${measured} >= ${p.num(c.value)}${minBase}, 0)`,
         reason: {
-          condition: `${c.metric}(${sel}${c.window}) ${c.op === 'drop_pct_gte' ? 'dropped' : 'rose'} by ≥ ${c.value}% per day vs the ${base.window} before the last ${base.offset ?? c.window}${c.min_baseline !== undefined ? ` (baseline ≥ ${c.min_baseline}/day)` : ''}`,
+          condition: `${c.metric}(${sel ? `${sel}, ` : ''}${c.window}) per day ${c.op === 'drop_pct_gte' ? 'dropped' : 'rose'} by >= ${c.value}% against the ${base.window} before the last ${base.offset ?? c.window}${c.min_baseline !== undefined ? ` (baseline >= ${c.min_baseline} per day)` : ''}`,
           metric: c.metric,
           op: c.op,
           threshold: c.value,
@@ -244,33 +286,34 @@ class Compiler {
         detail: [
           ['current_per_day', cur, 'num'],
           ['baseline_per_day', prev, 'num'],
-          ...(c.min_baseline !== undefined ? ([['min_baseline', this.p.num(c.min_baseline), 'num']] as [string, string, 'num'][]) : []),
         ],
       }
     }
     const sym = SYM[c.op as keyof typeof SYM]
-    const compare = (measured: string) => `ifNull(${measured} ${sym} ${this.p.num(c.value)}, 0)`
+    const compare = (m: string) => `ifNull(${m} ${sym} ${p.num(c.value)}, 0)`
     const reason = (condition: string) => ({ condition, metric: c.metric, op: c.op, threshold: c.value })
     switch (c.metric) {
       case 'days_since_last_seen': {
-        const lookback = parseDuration(c.window ?? DEFAULT_LOOKBACK.days_since_last_seen)
-        const last = this.agg(`maxOrNullIf(ts, ${this.eventCond(c, this.asOf - lookback)})`)
+        const lookback = parseDuration(c.window ?? DEFAULT_WINDOW.days_since_last_seen)
+        const last = this.final(`max(${this.lastSeen(c, this.asOf - lookback, this.asOf)})`)
         // No activity within the lookback reads as the whole lookback (a lower bound), so a churn
         // rule keeps holding for a subject that stays silent longer than its lookback.
-        const measured = `if(${last} IS NULL, ${this.p.num(lookback / DAY)}, (${this.p.bind(this.asOf, 'Int64')} - toUnixTimestamp64Milli(${last})) / ${DAY})`
-        return { measured, pass: compare(measured), reason: reason(`days since last seen${sel ? ` (${sel.slice(0, -2)})` : ''} ${sym} ${c.value}`) }
+        const measured = `if(${last} IS NULL, ${p.num(lookback / DAY)}, (${p.int(this.asOf)} - toUnixTimestamp64Milli(${last})) / ${DAY})`
+        return { measured, pass: compare(measured), reason: reason(`days since last seen${sel ? ` (${sel})` : ''} ${sym} ${c.value}`) }
       }
       case 'seat_usage': {
         const seats = `JSONExtract(${this.traitCol(c.seats_trait ?? 'seats')}, 'Nullable(Float64)')`
-        const window = c.window ?? DEFAULT_LOOKBACK.seat_usage
+        const window = c.window ?? DEFAULT_WINDOW.seat_usage
         const used = c.used_trait
           ? `JSONExtract(${this.traitCol(c.used_trait)}, 'Nullable(Float64)')`
-          : `toFloat64(${this.agg(`uniqExactIf(user_key, ${this.eventCond(c, this.asOf - parseDuration(window))})`)})`
+          : this.final(`toFloat64(countIf(${this.presence(c, this.asOf - parseDuration(window), this.asOf)} > 0))`)
         const measured = `if(ifNull(${seats}, 0) > 0, ${used} / ${seats}, NULL)`
         return {
           measured,
           pass: compare(measured),
-          reason: reason(`seat usage (${c.used_trait ? `trait ${c.used_trait}` : `active users ${window}`} / trait ${c.seats_trait ?? 'seats'}) ${sym} ${c.value}`),
+          reason: reason(
+            `seats used (${c.used_trait ? `trait ${c.used_trait}` : `active users${sel ? ` of ${sel}` : ''} over ${window}`}) / trait ${c.seats_trait ?? 'seats'} ${sym} ${c.value}`,
+          ),
           detail: [
             ['seats_used', used, 'num'],
             ['seats', seats, 'num'],
@@ -278,267 +321,299 @@ class Compiler {
         }
       }
       case 'champion_quiet':
-        return this.championLeaf(c as Extract<MetricCondition, { metric: 'champion_quiet' }>)
+        return this.championLeaf(c)
       default: {
         const w = parseDuration(c.window!)
         const measured = this.metricValue(c, this.asOf - w, this.asOf, false)
-        const what = 'property' in c ? `${c.property} of ${sel || 'events, '}` : sel
+        const what = 'property' in c ? `${c.property} of ${sel || 'events'}, ` : sel ? `${sel}, ` : ''
         return { measured, pass: compare(measured), reason: reason(`${c.metric}(${what}${c.window}) ${sym} ${c.value}`) }
       }
     }
   }
 
   /**
-   * The champion: the account's most active user over the window (`top`), or its members with a
-   * trait. Measured: days since the champion (the most recent of several) was last active.
+   * The champion: the account's most active user over the window (`top`: most messages, ties to
+   * the latest seen), or its members with a trait (the most recently active of them). Measured:
+   * days since the champion was last active; a champion silent for the whole window reads as the
+   * window. No champion at all (no activity, or no member with the trait): null, not matched.
    */
   championLeaf(c: Extract<MetricCondition, { metric: 'champion_quiet' }>): Leaf {
-    const window = parseDuration(c.window ?? DEFAULT_LOOKBACK.champion_quiet)
+    const p = this.p
+    const window = parseDuration(c.window ?? DEFAULT_WINDOW.champion_quiet)
     const from = this.asOf - window
-    const all = this.eventCond({}, from)
-    const cte = this.id('champ')
+    const last = this.lastSeen({}, from, this.asOf)
+    let champion: string
+    let lastSeen: string
+    let known: string
     if (c.champion === 'top') {
-      const sel = this.eventCond(c, from)
-      this.ctes.push([
-        cte,
-        `SELECT subject_id, argMax(user_key, (n, last)) AS champion, argMax(last, (n, last)) AS last
-        FROM (SELECT subject_id, user_key, countIf(${sel}) AS n, maxIf(ts, ${all}) AS last FROM ev WHERE user_key != '' GROUP BY subject_id, user_key HAVING n > 0)
-        GROUP BY subject_id`,
-      ])
+      const n = this.count(c, from, this.asOf)
+      champion = this.final(`argMaxIf(su.user_key, (${n}, ifNull(toUnixTimestamp64Milli(${last}), 0)), ${n} > 0)`)
+      lastSeen = this.final(`argMaxIf(${last}, (${n}, ifNull(toUnixTimestamp64Milli(${last}), 0)), ${n} > 0)`)
+      known = `${champion} != ''`
     } else {
       const f = c.champion
+      const cte = `champ${this.#n++}`
       this.ctes.push([
         cte,
-        `SELECT c.account_id AS subject_id, argMax(c.user_id, u.last) AS champion, max(u.last) AS last
-        FROM (
-          SELECT m.account_id AS account_id, m.user_id AS user_id
-          FROM (SELECT DISTINCT account_id, user_id FROM memberships_v1) AS m
-          INNER JOIN (
-            SELECT user_id FROM (SELECT user_id, argMax(value, (timestamp, message_id)) AS v FROM user_traits_v1
-              WHERE key = ${this.p.str(f.trait)} AND timestamp <= ${this.asOfSql} GROUP BY user_id)
-            WHERE ${valuePredicate(this.p, 'v', f)}
-          ) AS t ON t.user_id = m.user_id
-        ) AS c
-        LEFT JOIN (SELECT subject_id, user_key, maxIf(ts, ${all}) AS last FROM ev GROUP BY subject_id, user_key) AS u
-          ON u.subject_id = c.account_id AND u.user_key = c.user_id
-        GROUP BY c.account_id`,
+        `SELECT m.account_id AS account_id, m.user_id AS user_id
+    FROM (SELECT DISTINCT account_id, user_id FROM memberships_v1) AS m
+    INNER JOIN (
+      SELECT user_id FROM (
+        SELECT user_id, argMax(value, (timestamp, message_id)) AS v FROM user_traits_v1
+        WHERE key = ${p.str(f.trait)} AND timestamp <= ${p.time(this.asOf)} GROUP BY user_id)
+      WHERE ${valuePredicate(p, 'v', f)}
+    ) AS t ON t.user_id = m.user_id`,
       ])
+      this.aggJoins.push(`LEFT ANY JOIN (SELECT account_id, user_id, 1 AS is_champion FROM ${cte}) AS ${cte}_j ON ${cte}_j.account_id = su.subject_id AND ${cte}_j.user_id = su.user_key`)
+      lastSeen = this.final(`maxIf(${last}, ${cte}_j.is_champion = 1)`)
+      const active = this.final(`argMaxIf(su.user_key, ifNull(toUnixTimestamp64Milli(${last}), 0), ${cte}_j.is_champion = 1)`)
+      this.finalJoins.push(`LEFT JOIN (SELECT account_id, min(user_id) AS any_champion FROM ${cte} GROUP BY account_id) AS ${cte}_n ON ${cte}_n.account_id = u.subject_id`)
+      champion = `if(${active} != '', ${active}, ${cte}_n.any_champion)`
+      known = `${cte}_n.any_champion != ''`
     }
-    this.joins.push(`LEFT JOIN ${cte} ON ${cte}.subject_id = u.subject_id`)
-    const last = `${cte}.last`
-    const known = `${cte}.champion != ''`
-    const quietDays = `if(toUnixTimestamp64Milli(${last}) > toUnixTimestamp64Milli(${this.p.time(from)}), (${this.p.bind(this.asOf, 'Int64')} - toUnixTimestamp64Milli(${last})) / ${DAY}, ${this.p.num(window / DAY)})`
-    const measured = `if(${known}, ${quietDays}, NULL)`
+    const quiet = `if(${lastSeen} IS NOT NULL, (${p.int(this.asOf)} - toUnixTimestamp64Milli(${lastSeen})) / ${DAY}, ${p.num(window / DAY)})`
+    const measured = `if(${known}, ${quiet}, NULL)`
     const sym = SYM[c.op as keyof typeof SYM]
-    const who = c.champion === 'top' ? `top user${describeSelector(c) ? ` by ${describeSelector(c).slice(0, -2)}` : ''} over ${c.window ?? DEFAULT_LOOKBACK.champion_quiet}` : `users with trait ${c.champion.trait} ${c.champion.op} ${fmt(c.champion.value)}`
+    const sel = describeSelector(c)
+    const who =
+      c.champion === 'top'
+        ? `the most active user${sel ? ` by ${sel}` : ''} over ${c.window ?? DEFAULT_WINDOW.champion_quiet}`
+        : `users with trait ${c.champion.trait} ${c.champion.op}${c.champion.value === undefined ? '' : ` ${fmt(c.champion.value)}`}`
     return {
       measured,
-      pass: `ifNull(${measured} ${sym} ${this.p.num(c.value)}, 0)`,
+      pass: `ifNull(${measured} ${sym} ${p.num(c.value)}, 0)`,
       reason: { condition: `champion (${who}) quiet for ${sym} ${c.value} days`, metric: 'champion_quiet', op: c.op, threshold: c.value },
-      detail: [['champion', `${cte}.champion`, 'str']],
+      detail: [['champion', champion, 'str']],
     }
   }
 
-  /** A condition tree → SQL of "it holds", collecting one leaf (one reason) per condition. */
+  /** A condition tree → SQL of "it holds"; each leaf condition becomes one reason. */
   condition(c: Condition): string {
     if ('all' in c) return `(${c.all.map((x) => this.condition(x)).join(' AND ')})`
     if ('any' in c) return `(${c.any.map((x) => this.condition(x)).join(' OR ')})`
-    const leaf = 'metric' in c ? this.metricLeaf(c) : this.traitLeaf(c)
-    this.leaves.push(leaf)
+    return this.leaf('metric' in c ? this.metricLeaf(c) : this.traitLeaf(c))
+  }
+
+  leaf(l: Leaf): string {
+    this.leaves.push(l)
     return `p${this.leaves.length - 1}`
   }
 
   scoreItem(item: ScoreItem, window: number, halfLife: number | undefined): Leaf {
+    const p = this.p
     if ('when' in item) {
       const start = this.leaves.length
       const holds = this.condition(item.when)
-      const inner = this.leaves.slice(start).map((l) => l.reason.condition)
+      const inner = this.leaves.slice(start)
+      for (const l of inner) l.hidden = true
       return {
-        measured: `if(${holds}, ${this.p.num(item.points)}, 0)`,
+        measured: `if(${holds}, ${p.num(item.points)}, 0)`,
         pass: holds,
-        reason: { condition: `${item.points} points when ${inner.join(' and ')}`, metric: 'points', op: 'points', threshold: item.points },
+        reason: { condition: `${item.points} points when ${inner.map((l) => l.reason.condition).join(' and ')}`, metric: 'points', op: 'points', threshold: item.points },
+        detail: inner.length === 1 ? [['measured', `m${start}`, inner[0]?.measuredIsJson ? 'json' : 'num']] : undefined,
       }
     }
     if ('trait' in item) {
       const t = this.traitLeaf(item)
       return {
-        measured: `if(${t.pass}, ${this.p.num(item.points)}, 0)`,
+        measured: `if(${t.pass}, ${p.num(item.points)}, 0)`,
         pass: t.pass,
         reason: { condition: `${item.points} points when ${t.reason.condition}`, metric: 'points', op: 'points', threshold: item.points },
         detail: [['trait_value', t.measured, 'json']],
       }
     }
-    const cond = this.eventCond(item, this.asOf - window)
-    const weight = halfLife
-      ? `exp2(-(${this.p.bind(this.asOf, 'Int64')} - toUnixTimestamp64Milli(ts)) / ${this.p.num(halfLife)})`
-      : '1'
-    const n = this.agg(`countIf(${cond})`)
-    const decayed = this.agg(`sumIf(${weight}, ${cond})`)
-    const raw = `${decayed} * ${this.p.num(item.points)}`
-    const measured = item.max !== undefined ? `least(${raw}, ${this.p.num(item.max)})` : raw
+    // Decay needs each event's time, so event items read events_v1 for their whole window.
+    const w = this.plan(item, this.asOf - window, this.asOf, true)
+    const weight = halfLife ? `exp2((toUnixTimestamp64Milli(timestamp) - ${p.int(this.asOf)}) / ${p.num(halfLife)})` : '1'
+    const n = this.final(`sum(${this.part('sum', 'Float64', `toFloat64(countIf(${w.raw}))`)})`)
+    const decayed = this.final(`sum(${this.part('sum', 'Float64', `sumIf(${weight}, ${w.raw})`)})`)
+    const points = `${decayed} * ${p.num(item.points)}`
+    const measured = item.max !== undefined ? `least(${points}, ${p.num(item.max)})` : points
     return {
       measured,
       pass: `${n} > 0`,
       reason: {
-        condition: `${item.points} points per ${describeSelector(item).slice(0, -2)}${item.max !== undefined ? `, at most ${item.max}` : ''}${halfLife ? `, halving every ${this.rule.score?.half_life}` : ''}`,
+        condition: `${item.points} points per ${describeSelector(item)}${item.max !== undefined ? `, at most ${item.max}` : ''}${halfLife ? `, halving every ${this.rule.score?.half_life}` : ''}`,
         metric: 'points',
         op: 'points',
         threshold: item.max ?? null,
       },
-      detail: [['events', `toFloat64(${n})`, 'num']],
+      detail: [['events', n, 'num']],
     }
   }
 }
 
-/** `Message Sent where plan eq "pro", ` — a selector as people read it (with a trailing ", "). */
-function describeSelector(s: { event?: string | string[]; where?: PropertyFilter[] }): string {
-  const ev = s.event === undefined ? '' : Array.isArray(s.event) ? s.event.join(' | ') : s.event
-  const where = (s.where ?? []).map((f) => `${f.property} ${f.op}${f.value === undefined ? '' : ` ${fmt(f.value)}`}`).join(' and ')
-  const text = [ev || (where ? 'events' : ''), where ? `where ${where}` : ''].filter(Boolean).join(' ')
-  return text ? `${text}, ` : ''
-}
-
-function reasonSql(c: Compiler, leaf: Leaf, i: number, measuredCol: string): string {
-  const head = JSON.stringify({ condition: leaf.reason.condition, metric: leaf.reason.metric, op: leaf.reason.op, threshold: leaf.reason.threshold })
-  const parts = [c.p.str(`${head.slice(0, -1)},"measured":`)]
-  parts.push(leaf.measuredIsJson ? measuredCol : `ifNull(toJSONString(round(${measuredCol}, 4)), 'null')`)
-  parts.push(`if(p${i}, ',"passed":true', ',"passed":false')`)
-  if (leaf.detail?.length) {
-    leaf.detail.forEach(([key, sql, type], j) => {
-      parts.push(c.p.str(`${j === 0 ? ',"detail":{' : ','}${JSON.stringify(key)}:`))
-      parts.push(type === 'json' ? sql : type === 'str' ? `toJSONString(${sql})` : `ifNull(toJSONString(round(${sql}, 4)), 'null')`)
-    })
-    parts.push(`'}'`)
-  }
+function reasonSql(c: Compiler, leaf: Leaf, i: number): string {
+  const p = c.p
+  const { condition, metric, op, threshold } = leaf.reason
+  const head = JSON.stringify({ condition, metric, op, threshold })
+  const num = (sql: string) => `ifNull(toJSONString(round(${sql}, 4)), 'null')`
+  const parts = [p.str(`${head.slice(0, -1)},"measured":`), leaf.measuredIsJson ? `m${i}` : num(`m${i}`), `if(p${i}, ',"passed":true', ',"passed":false')`]
+  leaf.detail?.forEach(([key, , type], j) => {
+    const col = `d${i}_${j}`
+    parts.push(p.str(`${j === 0 ? ',"detail":{' : ','}${JSON.stringify(key)}:`))
+    parts.push(type === 'json' ? col : type === 'str' ? `toJSONString(toString(${col}))` : num(col))
+  })
+  if (leaf.detail?.length) parts.push(`'}'`)
   parts.push(`'}'`)
   return `concat(${parts.join(', ')})`
 }
 
+const cte = (name: string, sql: string) => `${name} AS (\n  ${sql.trim()}\n)`
+
 export function compileRule(rule: Rule, opts: CompileOptions): CompiledRule {
   const c = new Compiler(rule, opts)
   const p = c.p
-  const account = rule.subject === 'account'
+  const account = c.account
 
-  // 1. Conditions (or score items) → leaves, aggregates, trait columns.
-  const whereLeaves = (rule.where ?? []).map((f) => {
-    c.leaves.push(c.traitLeaf(f))
-    return `p${c.leaves.length - 1}`
-  })
-  let holds: string
-  let score = 'CAST(NULL, \'Nullable(Float64)\')'
+  // 1. Leaves: trait filters, then the conditions or the score items.
+  const conjuncts = (rule.where ?? []).map((f) => c.leaf(c.traitLeaf(f)))
+  let score = 'CAST(NULL AS Nullable(Float64))'
   if (rule.score) {
-    const window = parseDuration(rule.score.window ?? DEFAULT_LOOKBACK.score)
+    const window = parseDuration(rule.score.window ?? DEFAULT_WINDOW.score)
     const halfLife = rule.score.half_life ? parseDuration(rule.score.half_life) : undefined
-    const itemCols: string[] = []
-    for (const item of rule.score.items) {
-      const start = c.leaves.length
-      const leaf = c.scoreItem(item, window, halfLife)
-      // Leaves of a condition item are evaluated but not reported; the item's own reason is.
-      for (const inner of c.leaves.slice(start)) inner.hidden = true
-      c.leaves.push(leaf)
-      itemCols.push(`m${c.leaves.length - 1}`)
-    }
-    score = `round(${itemCols.join(' + ')}, 4)`
-    c.leaves.push({
-      measured: score,
-      pass: `${score} >= ${p.num(rule.threshold!)}`,
-      reason: { condition: `score >= ${rule.threshold}`, metric: 'score', op: 'gte', threshold: rule.threshold! },
-    })
-    holds = `p${c.leaves.length - 1}`
+    const items = rule.score.items.map((item) => c.leaf(c.scoreItem(item, window, halfLife)).replace('p', 'm'))
+    score = `round(${items.join(' + ')}, 4)`
+    conjuncts.push(
+      c.leaf({
+        measured: score,
+        pass: `${score} >= ${p.num(rule.threshold!)}`,
+        reason: { condition: `score >= ${rule.threshold}`, metric: 'score', op: 'gte', threshold: rule.threshold! },
+      }),
+    )
   } else {
-    holds = c.condition(rule.when!)
+    conjuncts.push(c.condition(rule.when!))
   }
-  const matched = [...whereLeaves, holds].join(' AND ')
 
   // 2. The subjects in scope.
   const ids = opts.subjectIds
   const idsSql = ids ? p.bind(ids, 'Array(String)') : ''
-  const shard = opts.shard ? `cityHash64(subject_id) % ${p.bind(opts.shard.count, 'UInt64')} = ${p.bind(opts.shard.index, 'UInt64')}` : ''
-  const asOf = c.asOfSql
-  const ctes: [string, string][] = []
-  const universe = ids
-    ? `SELECT DISTINCT arrayJoin(${idsSql}) AS subject_id`
-    : account
-      ? `SELECT DISTINCT account_id AS subject_id FROM accounts_v1 WHERE account_id != '' AND first_seen <= ${asOf}`
-      : `SELECT DISTINCT user_id AS subject_id FROM users_v1 WHERE user_id != '' AND first_seen <= ${asOf}`
-  ctes.push(['u0', universe])
+  const shardOf = (col: string) => (opts.shard ? `cityHash64(${col}) % ${p.bind(opts.shard.count, 'UInt64')} = ${p.bind(opts.shard.index, 'UInt64')}` : '')
+  const asOf = p.time(c.asOf)
+  const ctes: string[] = []
+  ctes.push(
+    cte(
+      'u0',
+      ids
+        ? `SELECT DISTINCT arrayJoin(${idsSql}) AS subject_id`
+        : account
+          ? `SELECT DISTINCT account_id AS subject_id FROM accounts_v1 WHERE account_id != '' AND first_seen <= ${asOf}`
+          : `SELECT DISTINCT user_id AS subject_id FROM users_v1 WHERE user_id != '' AND first_seen <= ${asOf}`,
+    ),
+  )
 
-  // 3. The events: one scan of events_v1 for the widest window, identity-resolved and attributed.
-  if (c.usesEvents) {
-    ctes.push([
-      'links',
-      // A previous id (anonymous or aliased) → its user; a second hop follows anon → id → alias.
-      `SELECT l1.previous_id AS previous_id, if(l2.target != '', l2.target, l1.target) AS user_id
-      FROM (SELECT previous_id, argMin(user_id, first_seen) AS target FROM identities_v1 WHERE previous_id != user_id GROUP BY previous_id) AS l1
-      LEFT ANY JOIN (SELECT previous_id, argMin(user_id, first_seen) AS target FROM identities_v1 WHERE previous_id != user_id GROUP BY previous_id) AS l2
-        ON l2.previous_id = l1.target`,
-    ])
-    const filters = [`e.type IN ${ACTIVITY_TYPES}`, `e.timestamp > ${p.time(c.scanFrom)}`, `e.timestamp <= ${asOf}`]
-    if (rule.sources) filters.push(`e.source IN ${p.bind(rule.sources, 'Array(String)')}`)
-    const key = `if(e.user_id != '', e.user_id, e.anonymous_id)`
+  // 3. Activity: per raw identity → resolved and attributed → per (subject, user) → per subject.
+  if (c.parts.length) {
+    ctes.push(
+      cte(
+        'links',
+        // A previous id (anonymous, or an earlier user id) → the user it became; a second hop
+        // follows anonymous → first user id → aliased id. The earliest link of an id wins.
+        `SELECT l1.previous_id AS previous_id, if(l2.target != '', l2.target, l1.target) AS user_id
+  FROM (SELECT previous_id, argMin(user_id, first_seen) AS target FROM identities_v1 WHERE previous_id != user_id GROUP BY previous_id) AS l1
+  LEFT ANY JOIN (SELECT previous_id, argMin(user_id, first_seen) AS target FROM identities_v1 WHERE previous_id != user_id GROUP BY previous_id) AS l2
+    ON l2.previous_id = l1.target`,
+      ),
+    )
+    const keyCols = account ? ['account_id', 'user_id', 'anonymous_id'] : ['user_id', 'anonymous_id']
+    const keys = keyCols.join(', ')
+    const rawKey = `if(user_id != '', user_id, anonymous_id)`
+    const scope: string[] = []
+    if (rule.sources) scope.push(`source IN ${p.bind(rule.sources, 'Array(String)')}`)
     if (ids) {
-      // Incremental: read only the events that can belong to the requested subjects.
-      ctes.push([
-        'scope_users',
-        account
-          ? `SELECT DISTINCT user_id FROM memberships_v1 WHERE account_id IN ${idsSql}`
-          : `SELECT arrayJoin(${idsSql}) AS user_id`,
-      ])
-      ctes.push(['scope_keys', `SELECT user_id AS k FROM scope_users UNION DISTINCT SELECT previous_id AS k FROM links WHERE user_id IN (SELECT user_id FROM scope_users)`])
-      filters.push(
-        account
-          ? `(e.account_id IN ${idsSql} OR (e.account_id = '' AND ${key} IN (SELECT k FROM scope_keys)))`
-          : `${key} IN (SELECT k FROM scope_keys)`,
+      // Incremental: read only what can belong to the requested subjects.
+      ctes.push(
+        cte(
+          'scope_keys',
+          `SELECT user_id AS k FROM (${account ? `SELECT DISTINCT user_id FROM memberships_v1 WHERE account_id IN ${idsSql}` : `SELECT arrayJoin(${idsSql}) AS user_id`})
+  UNION DISTINCT SELECT previous_id AS k FROM links WHERE user_id IN (${account ? `SELECT user_id FROM memberships_v1 WHERE account_id IN ${idsSql}` : `SELECT arrayJoin(${idsSql})`})`,
+        ),
       )
+      scope.push(account ? `(account_id IN ${idsSql} OR (account_id = '' AND ${rawKey} IN (SELECT k FROM scope_keys)))` : `${rawKey} IN (SELECT k FROM scope_keys)`)
     }
-    const resolved = `SELECT if(l.user_id != '', l.user_id, ${key}) AS user_key, (e.user_id != '' OR l.user_id != '') AS known,
-        e.account_id AS account_id, e.event AS event, e.timestamp AS ts, e.properties AS properties
-      FROM events_v1 AS e LEFT ANY JOIN links AS l ON l.previous_id = ${key}
-      WHERE ${filters.join(' AND ')}`
-    ctes.push([
-      'ev',
-      account
-        ? `SELECT subject_id, user_key, event, ts, properties FROM (
-            SELECT r.*, if(r.account_id != '', [r.account_id], m.accounts) AS accounts
-            FROM (${resolved}) AS r
-            LEFT ANY JOIN (SELECT user_id, groupUniqArray(account_id) AS accounts FROM memberships_v1 GROUP BY user_id) AS m ON m.user_id = r.user_key
-          ) ARRAY JOIN accounts AS subject_id${ids || shard ? ` WHERE ${[ids ? `subject_id IN ${idsSql}` : '', shard].filter(Boolean).join(' AND ')}` : ''}`
-        : `SELECT user_key AS subject_id, user_key, event, ts, properties FROM (${resolved}) WHERE known${ids ? ` AND subject_id IN ${idsSql}` : ''}${shard ? ` AND ${shard}` : ''}`,
-    ])
-    if (c.aggs.length) ctes.push(['agg', `SELECT subject_id, ${c.aggs.map(([a, s]) => `${s} AS ${a}`).join(',\n    ')} FROM ev GROUP BY subject_id`])
+    const rolled = c.parts.some((x) => x.roll)
+    const rawWhere = [`type IN ('track', 'page', 'screen')`, `timestamp > ${p.time(c.rawFrom)}`, `timestamp <= ${asOf}`, `(${[...new Set(c.rawRanges)].join(' OR ')})`, ...scope]
+    const raw = `SELECT ${keys},\n    ${c.parts.map((x) => `${x.raw} AS ${x.alias}`).join(',\n    ')}\n  FROM events_v1\n  WHERE ${rawWhere.join('\n    AND ')}\n  GROUP BY ${keys}`
+    if (rolled) {
+      const rollWhere = [`day >= ${p.date(c.rollFrom)}`, `day < ${p.date(c.rollTo)}`, ...scope]
+      const roll = `SELECT ${keys},\n    ${c.parts.map((x) => `${x.roll ?? neutral(x)} AS ${x.alias}`).join(',\n    ')}\n  FROM activity_daily_v1\n  WHERE ${rollWhere.join('\n    AND ')}\n  GROUP BY ${keys}`
+      // A raw identity may appear once from each side; (subject, user) merging below sums them.
+      ctes.push(cte('raw1', raw), cte('roll1', roll), cte('k1', 'SELECT * FROM raw1 UNION ALL SELECT * FROM roll1'))
+    } else {
+      ctes.push(cte('k1', raw))
+    }
+    const partCols = c.parts.map((x) => x.alias).join(', ')
+    const resolved = `SELECT ${account ? 'k.account_id AS account_id, ' : ''}if(l.user_id != '', l.user_id, if(k.user_id != '', k.user_id, k.anonymous_id)) AS user_key,
+      (k.user_id != '' OR l.user_id != '') AS known, ${c.parts.map((x) => `k.${x.alias} AS ${x.alias}`).join(', ')}
+    FROM k1 AS k LEFT ANY JOIN links AS l ON l.previous_id = if(k.user_id != '', k.user_id, k.anonymous_id)`
+    const subjectFilter = [ids ? `subject_id IN ${idsSql}` : '', shardOf('subject_id')].filter(Boolean)
+    ctes.push(
+      cte(
+        'r1',
+        account
+          ? // An event with an account id belongs to that account; one without, to its user's accounts.
+            `SELECT subject_id, user_key, ${partCols} FROM (
+    SELECT r.user_key AS user_key, ${c.parts.map((x) => `r.${x.alias} AS ${x.alias}`).join(', ')}, if(r.account_id != '', [r.account_id], m.accounts) AS accounts
+    FROM (${resolved}) AS r
+    LEFT ANY JOIN (SELECT user_id, groupUniqArray(account_id) AS accounts FROM memberships_v1 GROUP BY user_id) AS m ON m.user_id = r.user_key
+  ) ARRAY JOIN accounts AS subject_id${subjectFilter.length ? `\n  WHERE ${subjectFilter.join(' AND ')}` : ''}`
+          : `SELECT user_key AS subject_id, user_key, ${partCols} FROM (${resolved})\n  WHERE known${subjectFilter.map((f) => ` AND ${f}`).join('')}`,
+      ),
+    )
+    ctes.push(cte('su', `SELECT subject_id, user_key, ${c.parts.map((x) => `${MERGE[x.kind](x.alias)} AS ${x.alias}`).join(', ')}\n  FROM r1 GROUP BY subject_id, user_key`))
   }
-  ctes.push(...c.ctes)
+  ctes.push(...c.ctes.map(([n, s]) => cte(n, s)))
+  if (c.finals.length) {
+    ctes.push(
+      cte(
+        'agg',
+        `SELECT su.subject_id AS subject_id,\n    ${c.finals.map(([a, s]) => `${s.replace(/\b(x\d+)\b/g, 'su.$1')} AS ${a}`).join(',\n    ')}
+  FROM su${c.aggJoins.map((j) => `\n  ${j}`).join('')}
+  GROUP BY su.subject_id`,
+      ),
+    )
+  }
 
-  // 4. Current traits, pivoted to one column per key.
+  // 4. Current traits (as of asOf), one column per key.
   if (c.traits.size) {
     const [table, idCol] = account ? ['account_traits_v1', 'account_id'] : ['user_traits_v1', 'user_id']
-    const scope = ids ? ` AND ${idCol} IN ${idsSql}` : ''
-    ctes.push([
-      'tr',
-      `SELECT subject_id, ${[...c.traits].map(([k, col]) => `anyIf(value, key = ${p.str(k)}) AS ${col}`).join(', ')}
-      FROM (SELECT ${idCol} AS subject_id, key, argMax(value, (timestamp, message_id)) AS value FROM ${table}
-        WHERE key IN ${p.bind([...c.traits.keys()], 'Array(String)')} AND timestamp <= ${asOf}${scope} GROUP BY subject_id, key)
-      GROUP BY subject_id`,
-    ])
+    ctes.push(
+      cte(
+        'tr',
+        `SELECT subject_id, ${[...c.traits].map(([k, col]) => `anyIf(value, key = ${p.str(k)}) AS ${col}`).join(', ')}
+  FROM (
+    SELECT ${idCol} AS subject_id, key, argMax(value, (timestamp, message_id)) AS value FROM ${table}
+    WHERE key IN ${p.bind([...c.traits.keys()], 'Array(String)')} AND timestamp <= ${asOf}${ids ? ` AND ${idCol} IN ${idsSql}` : ''}
+    GROUP BY subject_id, key)
+  GROUP BY subject_id`,
+      ),
+    )
   }
 
   const joins = [
-    ...(c.usesEvents && c.aggs.length ? ['LEFT JOIN agg ON agg.subject_id = u.subject_id'] : []),
+    ...(c.finals.length ? ['LEFT JOIN agg ON agg.subject_id = u.subject_id'] : []),
     ...(c.traits.size ? ['LEFT JOIN tr ON tr.subject_id = u.subject_id'] : []),
-    ...c.joins,
+    ...c.finalJoins,
   ]
-  const cols = c.leaves.flatMap((l, i) => [`${l.measured} AS m${i}`, `${l.pass} AS p${i}`])
-  const inner = `SELECT u.subject_id AS subject_id,\n    ${cols.join(',\n    ')},\n    ${matched} AS matched_,\n    ${score} AS score_
-  FROM u0 AS u
-  ${joins.join('\n  ')}${shard ? `\n  WHERE ${shard.replace('subject_id', 'u.subject_id')}` : ''}`
-  const shown = c.leaves.flatMap((l, i) => (l.hidden ? [] : [reasonSql(c, l, i, `m${i}`)]))
-  const reasons = `concat('[', ${shown.join(", ',', ")}, ']')`
+  const cols = c.leaves.flatMap((l, i) => [
+    `${l.measured} AS m${i}`,
+    `${l.pass} AS p${i}`,
+    ...(l.hidden ? [] : (l.detail ?? []).map(([, sql], j) => `${sql} AS d${i}_${j}`)),
+  ])
+  const shard = shardOf('u.subject_id')
+  const reasons = c.leaves.flatMap((l, i) => (l.hidden ? [] : [reasonSql(c, l, i)]))
   const sql = `WITH
-${ctes.map(([n, s]) => `${n} AS (\n  ${s}\n)`).join(',\n')}
-SELECT subject_id, toUInt8(matched_) AS matched, score_ AS score, ${reasons} AS reasons
+${ctes.join(',\n')}
+SELECT subject_id, toUInt8(matched_) AS matched, score_ AS score,
+  concat('[', ${reasons.join(",\n    ',', ")}, ']') AS reasons
 FROM (
-  ${inner}
+  SELECT u.subject_id AS subject_id,
+    ${cols.join(',\n    ')},
+    ${conjuncts.join(' AND ')} AS matched_,
+    ${score} AS score_
+  FROM u0 AS u${joins.map((j) => `\n  ${j}`).join('')}${shard ? `\n  WHERE ${shard}` : ''}
 )${ids ? '' : '\nWHERE matched = 1'}
-ORDER BY subject_id`
+ORDER BY subject_id
+SETTINGS join_use_nulls = 0`
   return { sql, params: p.values }
 }

@@ -1,0 +1,87 @@
+import { chTime } from '../../ingest/normalize.js'
+import type { PropertyFilter } from '../schema.js'
+
+/**
+ * Bound parameters. Every value and every name a rule brings (event, property, trait, source,
+ * subject ids) goes through `bind` and reaches ClickHouse as `{pN:Type}`; the SQL text only holds
+ * identifiers and constants written in this compiler.
+ */
+export class Params {
+  readonly values: Record<string, unknown> = {}
+  readonly #seen = new Map<string, string>()
+  #n = 0
+  /** The same value of the same type binds once, so repeated conditions read the same. */
+  bind(value: unknown, type: string): string {
+    const key = `${type}\u0000${JSON.stringify(value)}`
+    let name = this.#seen.get(key)
+    if (!name) {
+      name = `p${this.#n++}`
+      this.values[name] = value
+      this.#seen.set(key, name)
+    }
+    return `{${name}:${type}}`
+  }
+  str = (v: string) => this.bind(v, 'String')
+  num = (v: number) => this.bind(v, 'Float64')
+  int = (v: number) => this.bind(v, 'Int64')
+  time = (ms: number) => this.bind(chTime(ms), "DateTime64(3, 'UTC')")
+  date = (ms: number) => this.bind(new Date(ms).toISOString().slice(0, 10), 'Date')
+}
+
+/**
+ * A JSON value (`raw`: its JSON text, '' when absent) tested against a filter operator, as SQL.
+ * Numbers compare numerically whether sent as JSON numbers or numeric strings ("42"); strings
+ * compare exactly, except `contains`, which is case-insensitive (and, on an array, means "has an
+ * element"). Absent and null fail every operator but `exists: false`.
+ */
+export function valuePredicate(p: Params, raw: string, f: { op: PropertyFilter['op']; value?: unknown }): string {
+  const present = `(${raw} != '' AND ${raw} != 'null')`
+  const num = `JSONExtract(${raw}, 'Nullable(Float64)')`
+  const str = `JSONExtractString(${raw})`
+  const eq = (v: unknown) =>
+    typeof v === 'number' ? `ifNull(${num} = ${p.num(v)}, 0)` : typeof v === 'boolean' ? `${raw} = ${p.str(String(v))}` : `${str} = ${p.str(String(v))}`
+  const v = f.value
+  switch (f.op) {
+    case 'exists':
+      return v === false ? `NOT ${present}` : present
+    case 'eq':
+      return `(${present} AND ${eq(v)})`
+    case 'neq':
+      return `(${present} AND NOT ${eq(v)})`
+    case 'gt':
+    case 'gte':
+    case 'lt':
+    case 'lte': {
+      const sym = { gt: '>', gte: '>=', lt: '<', lte: '<=' }[f.op]
+      return `ifNull(${num} ${sym} ${p.num(v as number)}, 0)`
+    }
+    case 'in': {
+      const list = v as (string | number | boolean)[]
+      const nums = list.filter((x): x is number => typeof x === 'number')
+      const strs = list.filter((x) => typeof x !== 'number').map(String)
+      const parts: string[] = []
+      if (strs.length) parts.push(`${str} IN ${p.bind(strs, 'Array(String)')}`)
+      if (nums.length) parts.push(`ifNull(${num} IN ${p.bind(nums, 'Array(Float64)')}, 0)`)
+      return `(${present} AND (${parts.join(' OR ')}))`
+    }
+    case 'contains': {
+      const needles = p.bind(Array.isArray(v) ? v : [v], 'Array(String)')
+      return `(${present} AND if(JSONType(${raw}) = 'Array', hasAny(JSONExtract(${raw}, 'Array(String)'), ${needles}), multiSearchAnyCaseInsensitiveUTF8(${str}, ${needles})))`
+    }
+  }
+}
+
+/** A value as people read it in a reason: strings quoted, lists bracketed. */
+export function fmt(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(fmt).join(', ')}]`
+  return typeof v === 'string' ? JSON.stringify(v) : String(v)
+}
+
+/** `Message Sent where plan eq "pro"` — an event selector as people read it ('' for all activity). */
+export function describeSelector(s: { event?: string | string[]; where?: PropertyFilter[] }): string {
+  const ev = s.event === undefined ? '' : Array.isArray(s.event) ? s.event.join(' | ') : s.event
+  const where = (s.where ?? []).map((f) => `${f.property} ${f.op}${f.value === undefined ? '' : ` ${fmt(f.value)}`}`).join(' and ')
+  return [ev || (where ? 'events' : ''), where ? `where ${where}` : ''].filter(Boolean).join(' ')
+}
+
+export const startOfDay = (ms: number) => Math.floor(ms / 86_400_000) * 86_400_000

@@ -117,7 +117,12 @@ async function edge() {
     // Queued is not stored: wait for the consumer to have stored every event.
     await until(async () => (Number((await ch.store.query<{ n: number }>('SELECT count() AS n FROM events_v1'))[0]?.n) === EVENTS ? true : undefined), 'the queue to drain')
     const drainSeconds = (performance.now() - started) / 1000
-    return { load: l, drainSeconds }
+    // What an event costs on disk (compressed, with the dedup projection), for the sizing table.
+    await ch.store.command('OPTIMIZE TABLE events_v1 FINAL')
+    const [disk] = await ch.store.query<{ compressed: number; uncompressed: number; rows: number }>(
+      "SELECT sum(data_compressed_bytes) AS compressed, sum(data_uncompressed_bytes) AS uncompressed, sum(rows) AS rows FROM system.parts WHERE active AND database = currentDatabase() AND table = 'events_v1'",
+    )
+    return { load: l, drainSeconds, disk: { compressed: Number(disk?.compressed), uncompressed: Number(disk?.uncompressed), rows: Number(disk?.rows) } }
   } finally {
     await worker.dispose()
     await ch.close()
@@ -149,6 +154,8 @@ workerd on this machine is not Cloudflare's edge: there, requests spread over ma
 | acknowledged events/s | ${fmt(node.eventsPerSecond)} | ${fmt(w.load.eventsPerSecond)} |
 | request latency p50 / p99 | ${node.p50.toFixed(0)} / **${node.p99.toFixed(0)} ms** | ${w.load.p50.toFixed(0)} / **${w.load.p99.toFixed(0)} ms** |
 | all events stored after | ${node.seconds.toFixed(1)} s (at the last 2xx) | ${w.drainSeconds.toFixed(1)} s (queue drained) → ${fmt(EVENTS / w.drainSeconds)} events/s stored |
+
+\`events_v1\` on disk after the Worker run (one merged part): ${(w.disk.compressed / w.disk.rows).toFixed(0)} bytes per event compressed, ${(w.disk.uncompressed / w.disk.rows).toFixed(0)} uncompressed (${(w.disk.uncompressed / w.disk.compressed).toFixed(1)}×).
 
 **Ratio Worker / Node, requests/s: ${ratio.toFixed(2)}** (p99 ${(w.load.p99 / node.p99).toFixed(2)}×).
 

@@ -69,6 +69,14 @@ describe('cluster mode DDL (CLICKHOUSE_CLUSTER)', () => {
     expect(dist('signals_v1')).toMatch(/signals_v1_local, cityHash64\(id\)\)$/)
   })
 
+  it('feeds the daily activity rollup per shard: its view reads and writes the local tables, keyed like the events', () => {
+    const s = allStatements()
+    const mv = s.find((x) => x.startsWith('CREATE MATERIALIZED VIEW IF NOT EXISTS activity_daily_mv_v1')) ?? ''
+    expect(mv).toMatch(/^CREATE MATERIALIZED VIEW IF NOT EXISTS activity_daily_mv_v1 ON CLUSTER signalbox TO activity_daily_v1_local AS\n/)
+    expect(mv).toMatch(/\nFROM events_v1_local\n/)
+    expect(SHARDING_KEYS.activity_daily_v1).toBe(SHARDING_KEYS.events_v1)
+  })
+
   it('keeps rows that replace or merge with each other on one shard: keys use sorting-key columns only', () => {
     for (const m of readMigrations()) {
       for (const sql of m.statements) {

@@ -22,6 +22,9 @@ import type { Migration } from './migrate.js'
 export const SHARDING_KEYS: Record<string, string> = {
   // An account's events on one shard; events without an account follow their user (or device).
   events_v1: "cityHash64(if(account_id != '', account_id, if(user_id != '', user_id, anonymous_id)))",
+  // The daily rollup is fed per shard from events_v1_local: the same key keeps direct inserts
+  // (the backfill) on the shard the materialized view writes to.
+  activity_daily_v1: "cityHash64(if(account_id != '', account_id, if(user_id != '', user_id, anonymous_id)))",
   accounts_v1: 'cityHash64(account_id)',
   account_traits_v1: 'cityHash64(account_id)',
   memberships_v1: 'cityHash64(account_id)',

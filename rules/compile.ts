@@ -229,8 +229,7 @@ class Compiler {
 
   /** A metric's value over (from, to]: as is, or per day (for baseline comparisons). */
   metricValue(c: MetricCondition, from: number, to: number, perDay: boolean): string {
-    const days = this.p.num((to - from) / DAY)
-    const norm = (sql: string) => (perDay ? `(${sql} / ${days})` : sql)
+    const norm = (sql: string) => (perDay ? `(${sql} / ${this.p.num((to - from) / DAY)})` : sql)
     switch (c.metric) {
       case 'count':
         return norm(this.final(`sum(${this.count(c, from, to)})`))

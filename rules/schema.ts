@@ -13,16 +13,22 @@ const DURATION_RE = /^(\d+)(ms|s|m|h|d|w)$/
 
 /** `'30d'`, `'12h'`, `'15m'`, `'90s'`, `'2w'`, `'500ms'` → milliseconds. */
 export function parseDuration(s: string): number {
+  const ms = durationMs(s)
+  if (Number.isNaN(ms)) throw new ApiError({ code: 'BAD_REQUEST', message: `"${s}" is not a duration (e.g. 30d, 12h, 15m)` })
+  return ms
+}
+
+/** Milliseconds, or NaN when `s` is not a duration. */
+const durationMs = (s: string) => {
   const m = DURATION_RE.exec(s.trim())
-  if (!m) throw new ApiError({ code: 'BAD_REQUEST', message: `"${s}" is not a duration (e.g. 30d, 12h, 15m)` })
-  return Number(m[1]) * UNITS[m[2] as keyof typeof UNITS]
+  return m ? Number(m[1]) * UNITS[m[2] as keyof typeof UNITS] : Number.NaN
 }
 
 export const Duration = z
   .string()
   .regex(DURATION_RE, 'must be a duration: a whole number and a unit (ms, s, m, h, d, w), e.g. 30d')
-  .refine((s) => parseDuration(s) > 0, 'must be longer than zero')
-  .refine((s) => parseDuration(s) <= 3650 * UNITS.d, 'must be at most 3650d')
+  .refine((s) => !(durationMs(s) <= 0), 'must be longer than zero')
+  .refine((s) => !(durationMs(s) > 3650 * UNITS.d), 'must be at most 3650d')
   .meta({ description: 'A duration: a whole number and a unit (ms, s, m, h, d, w), e.g. 30d, 12h' })
 
 /** Event, property and trait names: any text (bound as query parameters, never spliced into SQL). */
@@ -304,14 +310,10 @@ function explain(issues: Issue[], input: unknown, prefix: PropertyKey[]): ErrorD
     if (issue.code === 'invalid_union' && issue.errors.length > 0) {
       const node = at(input, path)
       const has = (k: string) => !!node && typeof node === 'object' && !Array.isArray(node) && k in node
+      // A branch that complains about its identifying key while the value lacks that key is not
+      // the branch the author meant.
       const missingShapeKey = (branch: Issue[]) =>
-        branch.some(
-          (i) =>
-            i.path.length === 1 &&
-            SHAPE_KEYS.includes(String(i.path[0])) &&
-            (i.code === 'invalid_type' || i.code === 'invalid_value') &&
-            !has(String(i.path[0])),
-        )
+        branch.some((i) => i.path.length === 1 && SHAPE_KEYS.includes(String(i.path[0])) && !has(String(i.path[0])))
       const ranked = issue.errors
         .map((branch) => ({ branch, cost: branch.length + (missingShapeKey(branch) ? 100 : 0) }))
         .sort((a, b) => a.cost - b.cost)

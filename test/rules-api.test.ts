@@ -144,6 +144,11 @@ when:
         path: 'when.all.0.window',
         message: /string/,
       },
+      {
+        body: JSON.stringify({ ...countRule('bad', 'Ping', 1), when: { all: [{ metric: 'count', event: 'Ping', window: '30x', op: 'gte', value: 1 }] } }),
+        path: 'when.all.0.window',
+        message: /duration/,
+      },
       { body: JSON.stringify({ ...countRule('bad', 'Ping', 1), treshold: 3 }), path: '(root)', message: /treshold/ },
       { body: JSON.stringify({ ...countRule('bad', 'Ping', 1), kind: 'hot' }), path: 'kind', message: /pql/ },
       { body: 'id: bad\nkind: pql\nsubject: account\nwhen: [oops', type: 'application/yaml', path: '(line', message: /./ },

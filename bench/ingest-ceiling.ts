@@ -33,11 +33,13 @@ for (let first = 0; first < EVENTS; first += BLOCK) {
   )
 }
 
+const cpuBefore = process.cpuUsage()
 const started = performance.now()
 for (const rows of blocks) await store.insert('events_v1', rows)
 const seconds = (performance.now() - started) / 1000
+const cpu = process.cpuUsage(cpuBefore)
 const [count] = await store.query<{ n: number }>('SELECT count() AS n FROM events_v1')
 await store.close()
 rmSync(DATA_DIR, { recursive: true, force: true })
 if (Number(count?.n) !== EVENTS) throw new Error(`stored ${count?.n} rows, expected ${EVENTS}`)
-process.stdout.write(`${JSON.stringify({ rows: EVENTS, seconds, rowsPerSecond: EVENTS / seconds })}\n`)
+process.stdout.write(`${JSON.stringify({ rows: EVENTS, seconds, rowsPerSecond: EVENTS / seconds, cpuSeconds: (cpu.user + cpu.system) / 1e6 })}\n`)

@@ -53,6 +53,7 @@ process.stdout.write(
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
     max: Math.max(...latencies),
+    cpuSeconds: (process.cpuUsage().user + process.cpuUsage().system) / 1e6,
     failures,
   })}\n`,
 )

@@ -10,7 +10,8 @@
  *   events_v1 of a fresh embedded store in 10,000-row blocks.
  *
  * Environment: BENCH_EVENTS (300000), BENCH_CONNECTIONS (12), BENCH_BATCH (500),
- * BENCH_PROFILE=1 (write a V8 CPU profile of the server to bench/.scratch/). Any other variable
+ * BENCH_PROFILE=1 (write a V8 CPU profile of the server to bench/.scratch/), BENCH_LOG=1 (print a
+ * summary of the server's flushes from its debug log). Any other variable
  * (INGEST_FLUSH_MS, INGEST_MAX_BATCH_ROWS, …) is passed to the server as is.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
@@ -26,12 +27,13 @@ const EVENTS = Number(process.env.BENCH_EVENTS ?? 300_000)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 12)
 const BATCH = Number(process.env.BENCH_BATCH ?? 500)
 const PROFILE = process.env.BENCH_PROFILE === '1'
+const LOG = process.env.BENCH_LOG === '1'
 const TARGET = 0.8
 const WRITE_KEY = 'bench_write_key_0123456789'
 const ADMIN_TOKEN = 'bench_admin_token_0123456789'
 
-type Load = { acked: number; seconds: number; eventsPerSecond: number; requests: number; p50: number; p99: number; max: number; failures: Record<string, number> }
-type Ceiling = { rows: number; seconds: number; rowsPerSecond: number }
+type Load = { acked: number; seconds: number; eventsPerSecond: number; requests: number; p50: number; p99: number; max: number; cpuSeconds: number; failures: Record<string, number> }
+type Ceiling = { rows: number; seconds: number; rowsPerSecond: number; cpuSeconds: number }
 
 async function freePort(): Promise<number> {
   const srv = createServer()
@@ -47,6 +49,19 @@ function run(script: string, env: Record<string, string>, nodeArgs: string[] = [
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   })
+}
+
+/** Flush sizes and times from the server's debug log (BENCH_LOG=1), as a one-line summary. */
+function flushSummary(log: string): string {
+  const flushes = log
+    .split('\n')
+    .filter((l) => l.includes('"msg":"flushed"'))
+    .map((l) => JSON.parse(l) as { rows: number; ms: number; requests: number })
+  if (flushes.length === 0) return ''
+  const rows = flushes.map((f) => f.rows).sort((a, b) => a - b)
+  const ms = flushes.map((f) => f.ms).sort((a, b) => a - b)
+  const mid = (xs: number[]) => xs[Math.floor(xs.length / 2)]
+  return `${flushes.length} flushes; rows per flush median ${mid(rows)} (min ${rows[0]}, max ${rows.at(-1)}); ms per flush median ${mid(ms)} (max ${ms.at(-1)})`
 }
 
 /** The single JSON line a helper process prints, once it has exited 0. */
@@ -103,13 +118,18 @@ async function served() {
       DATA_DIR: dataDir,
       PORT: String(port),
       HOST: '127.0.0.1',
-      LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+      LOG_LEVEL: LOG ? 'debug' : (process.env.LOG_LEVEL ?? 'warn'),
       RATE_LIMIT_PER_SECOND: '0',
       ADMIN_TOKEN,
       WRITE_KEYS: WRITE_KEY,
     },
     PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
   )
+  // The server's stdout is drained (a full pipe would block its logging); kept only when asked.
+  let log = ''
+  server.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    if (LOG) log += d
+  })
   try {
     await waitReady(url, server)
     const pid = server.pid as number
@@ -130,6 +150,7 @@ async function served() {
     if (code !== 0) throw new Error(`the server exited ${code} on SIGTERM`)
     if (load.acked !== EVENTS) throw new Error(`only ${load.acked} of ${EVENTS} events acknowledged: ${JSON.stringify(load.failures)}`)
     if (stats.events !== EVENTS) throw new Error(`/v1/stats counts ${stats.events} events, ${EVENTS} were acknowledged`)
+    if (LOG) process.stderr.write(`server flushes: ${flushSummary(log)}\n`)
     return { load, peakRss: Math.max(peakRss, status.VmHWM ?? 0), cpu }
   } finally {
     if (server.exitCode === null) server.kill('SIGKILL')
@@ -157,7 +178,7 @@ Ceiling: the same rows inserted straight into \`events_v1\` (same DDL) of a fres
 | request latency p50 / p99 / max | ${s.load.p50.toFixed(0)} ms / ${s.load.p99.toFixed(0)} ms / ${s.load.max.toFixed(0)} ms |
 | requests | ${fmt(s.load.requests)} in ${s.load.seconds.toFixed(1)} s |
 | server peak RSS (VmHWM) | ${mb(s.peakRss)} |
-| server CPU | ${s.cpu.toFixed(1)} s (${((s.cpu / EVENTS) * 1e6).toFixed(1)} µs per event) |
+| CPU per event: server / load generator / ceiling | ${((s.cpu / EVENTS) * 1e6).toFixed(0)} µs / ${((s.load.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs / ${((ceiling.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs |
 | ceiling time | ${ceiling.seconds.toFixed(1)} s |
 | 1-minute load average at start | ${load1.toFixed(2)} |
 `,

@@ -47,11 +47,12 @@ function utf8Length(s: string): number {
 
 /**
  * Validate one message: its size, its type, and the schema of that type. `bytes` is the message's
- * size as sent, when the caller knows it; otherwise the message is measured re-serialised.
+ * size as sent, when the caller knows it; otherwise its size re-serialised (measured only when
+ * the cheap bound says it might be over the limit).
  */
 export function checkMessage(raw: unknown, forcedType?: MessageType, bytes?: number): Checked {
   if (!isObject(raw)) return { ok: false, details: [{ path: '(message)', message: 'must be a JSON object' }] }
-  const size = bytes ?? utf8Length(JSON.stringify(raw))
+  const size = bytes ?? (jsonSizeBound(raw, LIMITS.messageBytes) <= LIMITS.messageBytes ? 0 : utf8Length(JSON.stringify(raw)))
   if (size > LIMITS.messageBytes) {
     return { ok: false, details: [{ path: '(message)', message: `is ${size} bytes; the limit is ${LIMITS.messageBytes}` }] }
   }
@@ -63,86 +64,25 @@ export function checkMessage(raw: unknown, forcedType?: MessageType, bytes?: num
   return parsed.success ? { ok: true, message: parsed.data as Message } : { ok: false, details: zodDetails(parsed.error) }
 }
 
-const QUOTE = 0x22
-const BACKSLASH = 0x5c
-const COMMA = 0x2c
-const COLON = 0x3a
-const OPEN_BRACE = 0x7b
-const CLOSE_BRACE = 0x7d
-const OPEN_BRACKET = 0x5b
-const CLOSE_BRACKET = 0x5d
-const isSpace = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09
-const BATCH_KEY = [0x62, 0x61, 0x74, 0x63, 0x68] // batch
-
 /**
- * The size in bytes, as sent, of each element of the top-level `"batch"` array of a JSON body,
- * found by one scan of its structure (strings skipped, nesting counted). Structural characters
- * are ASCII and never occur inside a UTF-8 sequence, so byte offsets are exact UTF-8 sizes. Call
- * it on a body that parsed as JSON; `undefined` if it has no `batch` array the scan recognises
- * (e.g. a key written with escapes), and the caller measures each message another way.
+ * An upper bound of a value's JSON size in UTF-8 bytes, computed without serialising it: a UTF-16
+ * unit takes at most 6 bytes in JSON (`\u001f`), a number or literal at most 24. Stops counting
+ * past `budget`. Cheap enough to run on every message, so that only the rare message near the
+ * limit is measured exactly.
  */
-export function batchElementSizes(body: Uint8Array): number[] | undefined {
-  let depth = 0
-  let sizes: number[] | undefined
-  let inBatch = false
-  let lastKeyIsBatch = false
-  let expectKey = false
-  let start = -1 // start of the current element of the batch array
-  let end = -1 // end (exclusive) of its last non-space byte
-  const n = body.length
-  for (let i = 0; i < n; i++) {
-    const b = body[i] as number
-    if (b === QUOTE) {
-      const from = i
-      for (i++; i < n; i++) {
-        const c = body[i] as number
-        if (c === BACKSLASH) i++
-        else if (c === QUOTE) break
-      }
-      if (depth === 1 && expectKey) {
-        // A key spelled with escapes could be "batch" to JSON.parse and not to this scan.
-        if (body.subarray(from, i).includes(BACKSLASH)) return undefined
-        lastKeyIsBatch = i - from - 1 === BATCH_KEY.length && BATCH_KEY.every((k, j) => body[from + 1 + j] === k)
-        expectKey = false
-      }
-      if (inBatch && depth === 2) {
-        if (start < 0) start = from
-        end = i + 1
-      }
-      continue
-    }
-    if (isSpace(b)) continue
-    if (inBatch && depth === 2 && start < 0 && b !== CLOSE_BRACKET && b !== COMMA) start = i
-    if (b === OPEN_BRACE || b === OPEN_BRACKET) {
-      depth++
-      if (depth === 1) expectKey = b === OPEN_BRACE
-      else if (depth === 2 && b === OPEN_BRACKET && lastKeyIsBatch) {
-        inBatch = true
-        sizes = [] // a repeated key: the last one wins, as in JSON.parse
-        start = -1
-      }
-    } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
-      if (inBatch && depth === 2) {
-        if (start >= 0) sizes?.push(end - start)
-        inBatch = false
-        start = -1
-      }
-      depth--
-      if (inBatch && depth === 2) end = i + 1
-      continue
-    } else if (b === COMMA) {
-      if (depth === 1) expectKey = true
-      if (inBatch && depth === 2) {
-        sizes?.push(end - start)
-        start = -1
-      }
-      continue
-    } else if (b === COLON) {
-      continue
-    }
-    if (inBatch && depth >= 2) end = i + 1
+export function jsonSizeBound(v: unknown, budget: number): number {
+  if (typeof v === 'string') return v.length * 6 + 2
+  if (typeof v !== 'object' || v === null) return 24
+  let n = 2
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length && n <= budget; i++) n += jsonSizeBound(v[i], budget) + 1
+    return n
   }
-  return sizes
+  for (const k in v) {
+    n += k.length * 6 + 4 + jsonSizeBound((v as Record<string, unknown>)[k], budget)
+    if (n > budget) return n
+  }
+  return n
 }
 
 /**
@@ -279,15 +219,14 @@ export function ingestRoutes(deps: AppDeps) {
     if (batch.length > LIMITS.batchMessages) {
       throw new ApiError({ code: 'PAYLOAD_TOO_LARGE', message: `the batch has ${batch.length} messages; the limit is ${LIMITS.batchMessages}` })
     }
-    // Each message's size as sent; none can be over the limit when the whole body is under it.
-    const sizes = bytes.length <= LIMITS.messageBytes ? undefined : batchElementSizes(bytes)
-    const sizeOf = (index: number) => (bytes.length <= LIMITS.messageBytes ? bytes.length : sizes?.length === batch.length ? sizes[index] : undefined)
+    // No message can be over the limit when the whole body is under it.
+    const small = bytes.length <= LIMITS.messageBytes ? bytes.length : undefined
     const source = c.get('source').source
     const events: EventRow[] = []
     const errors: IngestErrorRow[] = []
     const rejected: Rejected[] = []
     batch.forEach((raw, index) => {
-      const checked = checkMessage(raw, undefined, sizeOf(index))
+      const checked = checkMessage(raw, undefined, small)
       // Segment merges the batch's context into each message's own (the message's keys win).
       if (checked.ok && context) checked.message.context = { ...context, ...checked.message.context }
       if (!checked.ok) {

@@ -1,3 +1,4 @@
+import type { Logger } from 'pino'
 import { StoreUnavailableError } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
 import type { EventRow } from './normalize.js'
@@ -29,21 +30,27 @@ export interface EventSink {
 type Pending = WriteBatch & { resolve: () => void; reject: (err: unknown) => void }
 
 const LOOKUP_CHUNK = 10_000
+/** A forming block is written at most this many `flushMs` after it began, however busy. */
+const MAX_WAIT_FLUSHES = 10
 /** Half of ClickHouse's default `http_max_uri_size` (1 MiB), for a server reached over HTTP. */
 const LOOKUP_BYTES = 512 * 1024
 
 /**
- * Group commit into ClickHouse. Concurrent requests wait a few milliseconds (or until enough
- * rows are waiting) and share one insert, so throughput comes from large blocks while every
- * request is still answered only after its rows are stored. One flush runs at a time; requests
- * arriving meanwhile form the next block. That single writer is also what makes deduplication
- * exact: each flush drops messages whose (source, message_id) is already stored or repeated in the
- * block, before inserting, so no count depends on background merges.
+ * Group commit into ClickHouse. Concurrent requests share one insert, so throughput comes from
+ * large blocks while every request is still answered only after its rows are stored. A block is
+ * written when `maxRows` rows are waiting, or when no request has joined it for `flushMs` (the
+ * burst of requests that follows each acknowledgement has ended), and at the latest
+ * `MAX_WAIT_FLUSHES × flushMs` after it began to form. One flush runs at a time; requests arriving
+ * meanwhile form the next block. That single writer is also what makes deduplication exact: each
+ * flush drops messages whose (source, message_id) is already stored or repeated in the block,
+ * before inserting, so no count depends on background merges.
  */
 export class GroupCommitWriter implements EventSink {
   #pending: Pending[] = []
   #pendingRows = 0
   #timer: ReturnType<typeof setTimeout> | undefined
+  /** When the block now forming began to form (its first write, or the end of the last flush). */
+  #formingSince: number | undefined
   #flushing: Promise<void> | undefined
   #closed = false
   #idle: (() => void)[] = []
@@ -55,6 +62,8 @@ export class GroupCommitWriter implements EventSink {
       maxRows: number
       /** Called after each flush with the events newly stored (e.g. to re-evaluate touched subjects). */
       onStored?: (events: EventRow[]) => void
+      /** Each flush is logged at debug level (rows, new events, milliseconds); hook failures at error. */
+      logger?: Pick<Logger, 'debug' | 'error'>
     },
   ) {}
 
@@ -76,16 +85,23 @@ export class GroupCommitWriter implements EventSink {
     await new Promise<void>((resolve) => this.#idle.push(resolve))
   }
 
+  /** Decide when the waiting rows are written: now, or after a quiet `flushMs`. */
   #schedule() {
-    if (this.#flushing) return // the running flush starts the next one when it ends
-    if (this.#pendingRows >= this.opts.maxRows || this.opts.flushMs === 0) return this.#kick()
-    this.#timer ??= setTimeout(() => this.#kick(), this.opts.flushMs)
+    if (this.#flushing || this.#pending.length === 0) return // a running flush reschedules when it ends
+    const { flushMs, maxRows } = this.opts
+    if (this.#pendingRows >= maxRows || flushMs === 0) return this.#kick()
+    const now = performance.now()
+    this.#formingSince ??= now
+    const deadline = this.#formingSince + flushMs * MAX_WAIT_FLUSHES
+    clearTimeout(this.#timer)
+    this.#timer = setTimeout(() => this.#kick(), Math.max(0, Math.min(flushMs, deadline - now)))
   }
 
   #kick() {
     clearTimeout(this.#timer)
     this.#timer = undefined
     if (this.#flushing || this.#pending.length === 0) return
+    this.#formingSince = undefined
     const items: Pending[] = []
     let rows = 0
     while (this.#pending.length > 0 && (items.length === 0 || rows < this.opts.maxRows)) {
@@ -94,11 +110,19 @@ export class GroupCommitWriter implements EventSink {
       items.push(item)
     }
     this.#pendingRows -= rows
+    const started = performance.now()
     this.#flushing = this.#flush(items).then(
       (stored) => {
         for (const i of items) i.resolve()
-        // A listener's failure must not touch requests already acknowledged.
-        if (stored.length > 0) queueMicrotask(() => this.opts.onStored?.(stored))
+        this.opts.logger?.debug({ requests: items.length, rows, stored: stored.length, ms: Math.round(performance.now() - started) }, 'flushed')
+        // A listener's failure (thrown or rejected) must not touch requests already acknowledged,
+        // nor crash the process.
+        const onStored = this.opts.onStored
+        if (onStored && stored.length > 0) {
+          Promise.resolve(stored)
+            .then(onStored)
+            .catch((err: unknown) => this.opts.logger?.error({ err }, 'the onStored hook failed'))
+        }
       },
       (err) => {
         const failure = new StoreUnavailableError(err)
@@ -107,9 +131,13 @@ export class GroupCommitWriter implements EventSink {
     )
     void this.#flushing.finally(() => {
       this.#flushing = undefined
-      // Requests that arrived during the flush have already waited: write them now.
-      if (this.#pending.length > 0) this.#kick()
-      else for (const done of this.#idle.splice(0)) done()
+      if (this.#closed && this.#pending.length > 0) this.#kick()
+      else if (this.#pending.length > 0) {
+        // Requests that arrived during the flush form the next block, joined by those that the
+        // clients just acknowledged send next: it is written once that burst is over.
+        this.#formingSince = performance.now()
+        this.#schedule()
+      } else for (const done of this.#idle.splice(0)) done()
     })
   }
 
@@ -208,47 +236,64 @@ export async function dropStored(
 }
 
 type Span = { first_seen: string; last_seen: string }
+type UserRow = Span & { user_id: string }
+type AccountRow = Span & { account_id: string }
+type MembershipRow = Span & { account_id: string; user_id: string }
+type IdentityRow = { previous_id: string; user_id: string; via: string; first_seen: string }
 
-function widen<K extends string>(map: Map<string, Span & Record<K, string>>, key: string, make: () => Record<K, string>, ts: string) {
-  const cur = map.get(key)
-  if (!cur) map.set(key, { ...make(), first_seen: ts, last_seen: ts } as Span & Record<K, string>)
-  else {
-    if (ts < cur.first_seen) cur.first_seen = ts
-    if (ts > cur.last_seen) cur.last_seen = ts
-  }
+/** Widen a row's first/last seen to include `ts` (DateTime64 texts of one width compare as times). */
+function widen(row: Span, ts: string) {
+  if (ts < row.first_seen) row.first_seen = ts
+  if (ts > row.last_seen) row.last_seen = ts
 }
 
-/** Users, accounts, memberships, identity links and traits touched by a block of new events. */
+/**
+ * Users, accounts, memberships, identity links and traits touched by a block of new events.
+ * On the ingestion hot path: one pass, no per-event closures.
+ */
 export function deriveRows(events: EventRow[]) {
-  const users = new Map<string, Span & { user_id: string }>()
-  const accounts = new Map<string, Span & { account_id: string }>()
-  const memberships = new Map<string, Span & { account_id: string; user_id: string }>()
-  const identities = new Map<string, { previous_id: string; user_id: string; via: string; first_seen: string }>()
+  const users = new Map<string, UserRow>()
+  const accounts = new Map<string, AccountRow>()
+  const memberships = new Map<string, MembershipRow>()
+  const identities = new Map<string, IdentityRow>()
   const userTraits: object[] = []
   const accountTraits: object[] = []
+  const link = (previous_id: string, user_id: string, via: string, ts: string) => {
+    const key = `${previous_id}\u0000${user_id}\u0000${via}`
+    const cur = identities.get(key)
+    if (!cur) identities.set(key, { previous_id, user_id, via, first_seen: ts })
+    else if (ts < cur.first_seen) cur.first_seen = ts
+  }
   for (const e of events) {
     const ts = e.timestamp
-    if (e.user_id) widen(users, e.user_id, () => ({ user_id: e.user_id }), ts)
-    if (e.account_id) widen(accounts, e.account_id, () => ({ account_id: e.account_id }), ts)
-    if (e.user_id && e.account_id) {
-      widen(memberships, `${e.account_id}\u0000${e.user_id}`, () => ({ account_id: e.account_id, user_id: e.user_id }), ts)
+    const user_id = e.user_id
+    const account_id = e.account_id
+    if (user_id) {
+      const u = users.get(user_id)
+      if (u) widen(u, ts)
+      else users.set(user_id, { user_id, first_seen: ts, last_seen: ts })
     }
-    const link = (previous_id: string, via: string) => {
-      const key = `${previous_id}\u0000${e.user_id}\u0000${via}`
-      const cur = identities.get(key)
-      if (!cur || ts < cur.first_seen) identities.set(key, { previous_id, user_id: e.user_id, via, first_seen: ts })
+    if (account_id) {
+      const a = accounts.get(account_id)
+      if (a) widen(a, ts)
+      else accounts.set(account_id, { account_id, first_seen: ts, last_seen: ts })
+      if (user_id) {
+        const key = `${account_id}\u0000${user_id}`
+        const m = memberships.get(key)
+        if (m) widen(m, ts)
+        else memberships.set(key, { account_id, user_id, first_seen: ts, last_seen: ts })
+      }
     }
-    if (e.type === 'alias' && e.previous_id && e.previous_id !== e.user_id) link(e.previous_id, 'alias')
-    if (e.user_id && e.anonymous_id) link(e.anonymous_id, 'anonymous')
-    const base = { timestamp: ts, source: e.source, message_id: e.message_id }
-    if (e.type === 'identify' && e.user_id) {
+    if (e.type === 'alias' && e.previous_id && e.previous_id !== user_id) link(e.previous_id, user_id, 'alias', ts)
+    if (user_id && e.anonymous_id) link(e.anonymous_id, user_id, 'anonymous', ts)
+    if (e.type === 'identify' && user_id) {
       for (const [key, value] of Object.entries(JSON.parse(e.traits) as Record<string, unknown>)) {
-        userTraits.push({ user_id: e.user_id, key, value: JSON.stringify(value ?? null), ...base })
+        userTraits.push({ user_id, key, value: JSON.stringify(value ?? null), timestamp: ts, source: e.source, message_id: e.message_id })
       }
     }
     if (e.type === 'group') {
       for (const [key, value] of Object.entries(JSON.parse(e.traits) as Record<string, unknown>)) {
-        accountTraits.push({ account_id: e.account_id, key, value: JSON.stringify(value ?? null), ...base })
+        accountTraits.push({ account_id, key, value: JSON.stringify(value ?? null), timestamp: ts, source: e.source, message_id: e.message_id })
       }
     }
   }

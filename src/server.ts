@@ -47,6 +47,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     maxRows: config.INGEST_MAX_BATCH_ROWS,
     // Subjects touched by new events are re-evaluated within EVAL_DEBOUNCE_MS.
     onStored: config.EVAL_ON_INGEST ? (events) => evaluator.touch(events) : undefined,
+    logger,
   })
   const app = createApp({ config, store, sink, adminToken, writeKeys, logger, bus, evaluator, lifecycle })
 

@@ -281,15 +281,31 @@ describe('GroupCommitWriter', () => {
     await writer.close()
   })
 
-  it('flushes as soon as maxRows are waiting, and starts the next block when the running one ends', async () => {
+  it('writes a block as soon as maxRows are waiting, and the remainder after a quiet flushMs', async () => {
     const { store: s, inserts } = counting(store())
-    const writer = new GroupCommitWriter(s, { flushMs: 1000, maxRows: 10 })
-    const started = Date.now()
+    const writer = new GroupCommitWriter(s, { flushMs: 200, maxRows: 10 })
+    const started = performance.now()
     await Promise.all(Array.from({ length: 25 }, () => writer.write({ events: [event(uid('size'))], errors: [] })))
-    expect(inserts.reduce((a, b) => a + b, 0)).toBe(25)
-    expect(Math.max(...inserts)).toBeLessThanOrEqual(10)
-    // The remainder of 5 did not wait for the 1 s timer: it followed the running flush.
-    expect(Date.now() - started).toBeLessThan(1000)
+    expect(inserts).toEqual([10, 10, 5])
+    // The last 5 waited for the quiet period (no more writes joined), and no longer than its cap.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(200)
+    expect(performance.now() - started).toBeLessThan(2000)
+    await writer.close()
+  })
+
+  it('a burst of writes joins one block while they keep coming, up to 10 × flushMs', async () => {
+    const { store: s, inserts } = counting(store())
+    const writer = new GroupCommitWriter(s, { flushMs: 60, maxRows: 10_000 })
+    const writes: Promise<void>[] = []
+    // One write every 20 ms: each arrives before the 60 ms quiet period ends.
+    for (let i = 0; i < 12; i++) {
+      writes.push(writer.write({ events: [event(uid('burst'))], errors: [] }))
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    await Promise.all(writes)
+    expect(inserts.reduce((a, b) => a + b, 0)).toBe(12)
+    // 12 writes over ~240 ms: one block (cap 600 ms), or two if the machine stalls past the cap.
+    expect(inserts.length).toBeLessThanOrEqual(2)
     await writer.close()
   })
 

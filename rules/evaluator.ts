@@ -60,7 +60,8 @@ export type EvaluatorOptions = {
 
 /** A claim older than this whose signal was never recorded belongs to an owner that died. */
 const ORPHAN_MS = 60_000
-const CLAIM_CONCURRENCY = 8
+// Claims are one insert each (the deduplication token is per insert); a server takes them in parallel.
+const CLAIM_CONCURRENCY = 16
 /** Ids per query parameter list (HTTP stores carry parameters in the URL). */
 const MAX_IDS_PER_QUERY = 5_000
 const MAX_INCREMENTAL_SUBJECTS = 5_000

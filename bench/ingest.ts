@@ -103,6 +103,15 @@ async function waitReady(url: string, child: ChildProcess) {
   throw new Error('the server was not ready within 60 s')
 }
 
+/**
+ * The Node flags of `npm start` (e.g. `--max-semi-space-size=32`), so the server is measured as it
+ * runs in production.
+ */
+function startFlags(): string[] {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }
+  return (pkg.scripts.start ?? '').split(/\s+/).filter((a) => /^--[\w-]+(=\S+)?$/.test(a))
+}
+
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US')
 
@@ -120,10 +129,14 @@ async function served() {
       HOST: '127.0.0.1',
       LOG_LEVEL: LOG ? 'debug' : (process.env.LOG_LEVEL ?? 'warn'),
       RATE_LIMIT_PER_SECOND: '0',
+      // The ingestion path alone: rule evaluation (on ingest and on its interval) has its own
+      // benchmark; set EVAL_ON_INGEST=true to measure both together.
+      EVAL_ON_INGEST: process.env.EVAL_ON_INGEST ?? 'false',
+      EVAL_INTERVAL_MS: process.env.EVAL_INTERVAL_MS ?? '0',
       ADMIN_TOKEN,
       WRITE_KEYS: WRITE_KEY,
     },
-    PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+    [...startFlags(), ...(PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])],
   )
   // The server's stdout is drained (a full pipe would block its logging); kept only when asked.
   let log = ''
@@ -167,7 +180,7 @@ writeSection(
   'ingest',
   'Ingestion: acknowledged events/s through POST /v1/batch',
   `
-${fmt(EVENTS)} unique track events (analytics-node shaped, ~750 bytes each, 10,000 users in 1,000 accounts), ${CONNECTIONS} concurrent connections of ${BATCH}-message batches from a separate load process; the server (\`npm start\` entry, embedded chDB, rate limit off, defaults INGEST_FLUSH_MS=${process.env.INGEST_FLUSH_MS ?? 5} INGEST_MAX_BATCH_ROWS=${process.env.INGEST_MAX_BATCH_ROWS ?? 10000}) answers each batch only after its rows are inserted; /v1/stats then counts exactly ${fmt(EVENTS)} events.
+${fmt(EVENTS)} unique track events (analytics-node shaped, ~750 bytes each, 10,000 users in 1,000 accounts), ${CONNECTIONS} concurrent connections of ${BATCH}-message batches from a separate load process; the server (\`npm start\` entry and flags \`${startFlags().join(' ')}\`, embedded chDB, rate limit off, rule evaluation ${process.env.EVAL_ON_INGEST === 'true' ? 'on ingest' : 'off'}, INGEST_FLUSH_MS=${process.env.INGEST_FLUSH_MS ?? 5} INGEST_MAX_BATCH_ROWS=${process.env.INGEST_MAX_BATCH_ROWS ?? 10000}) answers each batch only after its rows are inserted; /v1/stats then counts exactly ${fmt(EVENTS)} events.
 Ceiling: the same rows inserted straight into \`events_v1\` (same DDL) of a fresh embedded store, in 10,000-row blocks, from a separate process.
 
 | measure | value |

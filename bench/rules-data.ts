@@ -8,20 +8,22 @@ import type { Store } from '../src/store/store.js'
  * u % accounts); a skewed activity distribution (a few heavy users per account, many light ones);
  * half the product events carry the account id (context.groupId), the rest reach their account
  * through membership; a share of web events is anonymous and joined to the user by identify.
- * One account in ten goes quiet in the last week (churn), one in seven is a busy free team (PQL).
+ * One account in ten goes quiet in the last week (churn), one in ten is a busy free team (PQL, and
+ * a third of all events), one in ten has fewer seats than active users (expansion).
  */
 export type BenchShape = { events: number; accounts: number; users: number; days: number; now: number }
 
+/** Event names and their share of events, in tenths of a percent. */
 const EVENTS = [
-  ['Message Sent', 40],
-  ['Page Viewed', 22],
-  ['Feature Used', 12],
-  ['File Uploaded', 8],
-  ['Report Created', 8],
-  ['Invite Sent', 4],
-  ['Content Downloaded', 3],
-  ['Webinar Registered', 2],
-  ['Demo Requested', 1],
+  ['Message Sent', 420],
+  ['Page Viewed', 250],
+  ['Feature Used', 130],
+  ['File Uploaded', 80],
+  ['Report Created', 80],
+  ['Invite Sent', 23],
+  ['Content Downloaded', 10],
+  ['Webinar Registered', 5],
+  ['Demo Requested', 2],
 ] as const
 const PATHS = ['/', '/pricing', '/docs', '/blog', '/features', '/customers']
 const PLANS = ['free', 'free', 'free', 'pro', 'pro', 'enterprise']
@@ -29,7 +31,7 @@ const TITLES = ['Engineer', 'VP Engineering', 'Head of Sales', 'Analyst', 'CTO',
 
 const chTime = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '')
 
-/** `multiIf` picking an event name from a uniform number in [0, 100). */
+/** `multiIf` picking an event name from a uniform number in [0, 1000). */
 function eventByWeight(r: string): string {
   let acc = 0
   const arms = EVENTS.map(([name, w]) => {
@@ -66,8 +68,11 @@ export async function generate(store: Store, s: BenchShape, opts: { offset?: num
       '' AS previous_id
     FROM (
       SELECT number,
-        (cityHash64(number, 1) % ${s.accounts}) + ${s.accounts} * toUInt64(floor(pow((cityHash64(number, 2) % 10000) / 10000, 2) * ${s.users / s.accounts})) AS user,
-        ${eventByWeight('(cityHash64(number, 3) % 100)')} AS event,
+        cityHash64(number, 1) % ${s.accounts} AS a0,
+        -- A third of the events go to the busy accounts (id ending in 3).
+        if(cityHash64(number, 7) % 100 < 35, intDiv(a0, 10) * 10 + 3, a0) AS account,
+        account + ${s.accounts} * toUInt64(floor(pow((cityHash64(number, 2) % 10000) / 10000, 2) * ${s.users / s.accounts})) AS user,
+        ${eventByWeight('(cityHash64(number, 3) % 1000)')} AS event,
         (event = 'Page Viewed' AND cityHash64(number, 4) % 10 = 0) AS anon,
         toDateTime64(${start / 1000} + (cityHash64(number, 5) % ${span}) / 1000, 3, 'UTC') AS t0,
         -- Churning accounts (id ending in 7): events of the last week are moved three weeks back.

@@ -84,6 +84,29 @@ type Leaf = {
   hidden?: boolean
 }
 
+/**
+ * The earliest moment some condition must read events_v1 for (property filters, numeric
+ * properties, decayed score items): windows inside it gain nothing from the rollup.
+ */
+function rawFloor(rule: Rule, asOf: number): number {
+  let floor = Number.POSITIVE_INFINITY
+  const span = (c: MetricCondition) => {
+    const w = c.window ? parseDuration(c.window) : parseDuration(DEFAULT_WINDOW[c.metric as keyof typeof DEFAULT_WINDOW] ?? '90d')
+    return c.baseline ? Math.max(w, (c.baseline.offset ? parseDuration(c.baseline.offset) : w) + parseDuration(c.baseline.window)) : w
+  }
+  const walk = (c: Condition) => {
+    if ('all' in c) c.all.forEach(walk)
+    else if ('any' in c) c.any.forEach(walk)
+    else if ('metric' in c && (c.where?.length || ['sum', 'avg', 'max', 'min'].includes(c.metric))) floor = Math.min(floor, asOf - span(c))
+  }
+  if (rule.when) walk(rule.when)
+  for (const item of rule.score?.items ?? []) {
+    if ('when' in item) walk(item.when)
+    else if ('event' in item) floor = Math.min(floor, asOf - parseDuration(rule.score?.window ?? DEFAULT_WINDOW.score))
+  }
+  return floor
+}
+
 /** Reason.threshold takes scalars or lists of strings and numbers. */
 const thresholdOf = (v: unknown): Reason['threshold'] =>
   v === undefined ? null : Array.isArray(v) ? v.map((x) => (typeof x === 'boolean' ? String(x) : (x as string | number))) : (v as Reason['threshold'])
@@ -107,6 +130,11 @@ class Compiler {
   readonly rawRanges: string[] = []
   rollFrom = Number.POSITIVE_INFINITY
   rollTo = Number.NEGATIVE_INFINITY
+  /** Event names each scan needs (null: every activity event), to filter rows before aggregating. */
+  rawEvents: Set<string> | null = new Set()
+  rollEvents: Set<string> | null = new Set()
+  /** events_v1 is read from here on anyway (raw-only conditions), so the rollup saves nothing after it. */
+  readonly rawFloor: number
   #n = 0
 
   constructor(
@@ -115,6 +143,7 @@ class Compiler {
   ) {
     this.account = rule.subject === 'account'
     this.useRollups = opts.rollups !== false
+    this.rawFloor = rawFloor(rule, opts.asOf)
   }
 
   get asOf() {
@@ -140,7 +169,10 @@ class Compiler {
     const p = this.p
     this.rawFrom = Math.min(this.rawFrom, from)
     const rawSel = this.selectorRaw(sel)
-    if (!rawOnly && this.useRollups && !sel.where?.length && firstWhole < lastWhole) {
+    const need = (set: Set<string> | null) => (sel.event === undefined || set === null ? null : new Set([...set, ...[sel.event].flat()]))
+    this.rawEvents = need(this.rawEvents)
+    if (!rawOnly && this.useRollups && !sel.where?.length && firstWhole < lastWhole && from < this.rawFloor) {
+      this.rollEvents = need(this.rollEvents)
       const edges = `((timestamp > ${p.time(from)} AND timestamp < ${p.time(firstWhole)}) OR (timestamp >= ${p.time(lastWhole)} AND timestamp <= ${p.time(to)}))`
       this.rawRanges.push(edges)
       this.rollFrom = Math.min(this.rollFrom, firstWhole)
@@ -516,7 +548,6 @@ export function compileRule(rule: Rule, opts: CompileOptions): CompiledRule {
     )
     const keyCols = account ? ['account_id', 'user_id', 'anonymous_id'] : ['user_id', 'anonymous_id']
     const keys = keyCols.join(', ')
-    const rawKey = `if(user_id != '', user_id, anonymous_id)`
     const scope: string[] = []
     if (rule.sources) scope.push(`source IN ${p.bind(rule.sources, 'Array(String)')}`)
     if (ids) {
@@ -528,13 +559,23 @@ export function compileRule(rule: Rule, opts: CompileOptions): CompiledRule {
   UNION DISTINCT SELECT previous_id AS k FROM links WHERE user_id IN (${account ? `SELECT user_id FROM memberships_v1 WHERE account_id IN ${idsSql}` : `SELECT arrayJoin(${idsSql})`})`,
         ),
       )
-      scope.push(account ? `(account_id IN ${idsSql} OR (account_id = '' AND ${rawKey} IN (SELECT k FROM scope_keys)))` : `${rawKey} IN (SELECT k FROM scope_keys)`)
+      // Written so the sorting key (account_id, user_id, …) and the id bloom filters (migration 007) prune.
+      const byKey = `(user_id IN (SELECT k FROM scope_keys) OR (user_id = '' AND anonymous_id IN (SELECT k FROM scope_keys)))`
+      scope.push(account ? `(account_id IN ${idsSql} OR (account_id = '' AND ${byKey}))` : byKey)
     }
     const rolled = c.parts.some((x) => x.roll)
-    const rawWhere = [`type IN ('track', 'page', 'screen')`, `timestamp > ${p.time(c.rawFrom)}`, `timestamp <= ${asOf}`, `(${[...new Set(c.rawRanges)].join(' OR ')})`, ...scope]
+    const events = (set: Set<string> | null) => (set ? [`event IN ${p.bind([...set].sort(), 'Array(String)')}`] : [])
+    const rawWhere = [
+      `type IN ('track', 'page', 'screen')`,
+      `timestamp > ${p.time(c.rawFrom)}`,
+      `timestamp <= ${asOf}`,
+      `(${[...new Set(c.rawRanges)].join(' OR ')})`,
+      ...events(c.rawEvents),
+      ...scope,
+    ]
     const raw = `SELECT ${keys},\n    ${c.parts.map((x) => `${x.raw} AS ${x.alias}`).join(',\n    ')}\n  FROM events_v1\n  WHERE ${rawWhere.join('\n    AND ')}\n  GROUP BY ${keys}`
     if (rolled) {
-      const rollWhere = [`day >= ${p.date(c.rollFrom)}`, `day < ${p.date(c.rollTo)}`, ...scope]
+      const rollWhere = [`day >= ${p.date(c.rollFrom)}`, `day < ${p.date(c.rollTo)}`, ...events(c.rollEvents), ...scope]
       const roll = `SELECT ${keys},\n    ${c.parts.map((x) => `${x.roll ?? neutral(x)} AS ${x.alias}`).join(',\n    ')}\n  FROM activity_daily_v1\n  WHERE ${rollWhere.join('\n    AND ')}\n  GROUP BY ${keys}`
       // A raw identity may appear once from each side; (subject, user) merging below sums them.
       ctes.push(cte('raw1', raw), cte('roll1', roll), cte('k1', 'SELECT * FROM raw1 UNION ALL SELECT * FROM roll1'))

@@ -191,6 +191,7 @@ Ceiling: the same rows inserted straight into \`events_v1\` (same DDL) of a fres
 | request latency p50 / p99 / max | ${s.load.p50.toFixed(0)} ms / ${s.load.p99.toFixed(0)} ms / ${s.load.max.toFixed(0)} ms |
 | requests | ${fmt(s.load.requests)} in ${s.load.seconds.toFixed(1)} s |
 | server peak RSS (VmHWM) | ${mb(s.peakRss)} |
+| CPU per event ratio (ceiling / server), less sensitive to other load on the machine | ${(ceiling.cpuSeconds / s.cpu).toFixed(2)} |
 | CPU per event: server / load generator / ceiling | ${((s.cpu / EVENTS) * 1e6).toFixed(0)} µs / ${((s.load.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs / ${((ceiling.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs |
 | ceiling time | ${ceiling.seconds.toFixed(1)} s |
 | 1-minute load average at start | ${load1.toFixed(2)} |

@@ -150,7 +150,8 @@ export function ingestRoutes(deps: AppDeps) {
     message_id: isObject(raw) && typeof raw.messageId === 'string' ? raw.messageId : '',
     path: d.path,
     message: d.message,
-    payload: JSON.stringify(raw ?? null).slice(0, LIMITS.messageBytes * 2),
+    // The message as sent, without its write key (analytics.js repeats it in every message).
+    payload: JSON.stringify(isObject(raw) && 'writeKey' in raw ? { ...raw, writeKey: undefined } : (raw ?? null)).slice(0, LIMITS.messageBytes * 2),
   })
 
   /** Parse the body, authenticate the write key and apply the rate limit. */

@@ -3,7 +3,7 @@ import { chTime, FUTURE_LIMIT_MS } from '../ingest/normalize.js'
 import { GroupCommitWriter } from '../ingest/writer.js'
 import { StoreUnavailableError } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
-import { APP_KEY, startTestServer, type TestServer } from './harness.js'
+import { APP_KEY, startTestServer, type TestServer, WRITE_KEY } from './harness.js'
 
 // What ingestion leaves in the store: rejected messages kept with their reason, exact
 // deduplication (across resends, restarts, one batch, concurrent requests), clock-skew
@@ -68,12 +68,12 @@ describe('rejected messages are kept with their reason', () => {
     ])
   })
 
-  it('a single invalid call is recorded too', async () => {
+  it('a single invalid call is recorded too, without the write key it carried', async () => {
     const id = uid('single-bad')
-    const res = await sb.post('/v1/group', { messageId: id, userId: 'store-user' })
+    const res = await sb.post('/v1/group', { messageId: id, userId: 'store-user', writeKey: WRITE_KEY }, null)
     expect(res.status).toBe(400)
-    expect(await store().query('SELECT route, path, level FROM ingest_errors_v1 WHERE message_id = {id:String}', { id })).toEqual([
-      { route: '/v1/group', path: 'groupId', level: 'error' },
+    expect(await store().query('SELECT route, path, level, payload FROM ingest_errors_v1 WHERE message_id = {id:String}', { id })).toEqual([
+      { route: '/v1/group', path: 'groupId', level: 'error', payload: JSON.stringify({ messageId: id, userId: 'store-user' }) },
     ])
   })
 })

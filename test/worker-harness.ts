@@ -76,6 +76,8 @@ export async function startTestWorker(opts: {
     LOG_LEVEL: 'warn',
     ...opts.vars,
   }
+  // wrangler's own log level (its queue broker logs every batch otherwise); WORKER_LOG_LEVEL=log shows all.
+  process.env.WRANGLER_LOG ??= process.env.WORKER_LOG_LEVEL ?? 'error'
   type Bindings = NonNullable<Parameters<typeof unstable_startWorker>[0]['bindings']>
   const bindings: Bindings = Object.fromEntries(Object.entries(vars).map(([k, v]) => [k, { type: 'plain_text' as const, value: v }]))
   if (opts.brokenQueue) bindings.INGEST_QUEUE = { type: 'plain_text', value: 'not a queue' }

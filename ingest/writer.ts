@@ -64,12 +64,21 @@ export class GroupCommitWriter implements EventSink {
       onStored?: (events: EventRow[]) => void
       /** Each flush is logged at debug level (rows, new events, milliseconds); hook failures at error. */
       logger?: Pick<Logger, 'debug' | 'error'>
+      /**
+       * Rows allowed to wait (default 10 × maxRows). Beyond it the store is not keeping up: new
+       * writes fail at once (503, the client retries later) instead of piling up in memory.
+       */
+      maxPendingRows?: number
     },
   ) {}
 
   write(batch: WriteBatch): Promise<void> {
     if (this.#closed) return Promise.reject(new StoreUnavailableError('the service is shutting down'))
     if (batch.events.length === 0 && batch.errors.length === 0) return Promise.resolve()
+    const limit = this.opts.maxPendingRows ?? this.opts.maxRows * 10
+    if (this.#pendingRows > 0 && this.#pendingRows + batch.events.length + batch.errors.length > limit) {
+      return Promise.reject(new StoreUnavailableError(`the store is not keeping up: ${this.#pendingRows} rows are waiting to be written`))
+    }
     return new Promise<void>((resolve, reject) => {
       this.#pending.push({ ...batch, resolve, reject })
       this.#pendingRows += batch.events.length + batch.errors.length

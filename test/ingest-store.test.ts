@@ -323,6 +323,20 @@ describe('GroupCommitWriter', () => {
     await writer.close()
   })
 
+  it('refuses writes with StoreUnavailableError while more than maxPendingRows wait for a slow store', async () => {
+    // The real store, with its inserts held until released: a store that has fallen behind.
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    const slow: Store = { ...store(), insert: async (table, rows, settings) => (await held, store().insert(table, rows, settings)) }
+    const writer = new GroupCommitWriter(slow, { flushMs: 1, maxRows: 10, maxPendingRows: 20 })
+    const first = writer.write({ events: Array.from({ length: 10 }, () => event(uid('held'))), errors: [] }) // flushing, held
+    const waiting = [1, 2].map(() => writer.write({ events: Array.from({ length: 10 }, () => event(uid('waiting'))), errors: [] }))
+    await expect(writer.write({ events: [event(uid('refused'))], errors: [] })).rejects.toThrow(/not keeping up: 20 rows are waiting/)
+    release()
+    await Promise.all([first, ...waiting])
+    await writer.close()
+  })
+
   it('close() flushes what is waiting, then refuses new writes', async () => {
     const writer = new GroupCommitWriter(store(), { flushMs: 1000, maxRows: 10_000 })
     const id = uid('closing')

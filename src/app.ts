@@ -4,6 +4,7 @@ import { ingestRoutes } from '../ingest/routes.js'
 import { ApiError, handleError } from './errors.js'
 import type { AppDeps, AppEnv } from './env.js'
 import { requestLogger } from './middleware.js'
+import { openApiRoutes } from './routes/openapi.js'
 import { statsRoutes } from './routes/stats.js'
 import { rulesApi } from './routes/evaluate.js'
 
@@ -25,6 +26,7 @@ export function createApp(deps: AppDeps) {
     }
     return c.json({ status: 'ok', store: deps.store.kind })
   })
+  app.route('/', openApiRoutes())
   app.route('/v1', ingestRoutes(deps))
   app.route('/v1', statsRoutes(deps))
   app.route('/v1', rulesApi(deps))

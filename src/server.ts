@@ -20,6 +20,8 @@ export type RunningServer = {
   writeKeys: { key: string; source: string }[]
   /** The open store (tests read rows back through it, and break it to check the 503 path). */
   store: Store
+  /** The registered routes (`METHOD /path`), e.g. to check the OpenAPI document covers them. */
+  routes: string[]
   /** Stop taking requests, flush acknowledged-to-be writes, close the store. */
   close(): Promise<void>
 }
@@ -69,6 +71,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     adminToken,
     writeKeys: [...writeKeys],
     store,
+    routes: [...new Set(app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`))],
     close() {
       closing ??= (async () => {
         // close() waits for open connections; keep-alive sockets that go idle after it (their

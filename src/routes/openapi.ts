@@ -1,0 +1,83 @@
+import { Hono } from 'hono'
+import { z } from 'zod'
+import { BatchBody, MessageSchemas } from '../../ingest/schema.js'
+import { RuleDocument } from '../../rules/schema.js'
+import type { AppEnv } from '../env.js'
+import { Signal } from '../signals.js'
+import { EvaluateRequest } from './evaluate.js'
+import { BacktestRequest } from './rules.js'
+import { StatsResponse } from './stats.js'
+import { StageRequest } from './subjects.js'
+
+/** zod → JSON Schema for a request or response body; transforms are described by their input. */
+const schema = (s: z.ZodType) => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any', target: 'openapi-3.0' })
+
+type Op = { summary: string; auth: 'write' | 'admin' | 'none'; body?: z.ZodType; response?: z.ZodType }
+
+const TRACKING: Record<string, Op> = Object.fromEntries([
+  ...Object.entries(MessageSchemas).map(([type, s]) => [`POST /v1/${type}`, { summary: `Segment ${type} call`, auth: 'write', body: s }]),
+  ['POST /v1/batch', { summary: 'Segment batch: valid messages stored, invalid ones listed in `rejected`', auth: 'write', body: BatchBody }],
+])
+
+const OPERATIONS: Record<string, Op> = {
+  'GET /health': { summary: 'Liveness and store reachability', auth: 'none' },
+  ...TRACKING,
+  'GET /v1/stats': { summary: 'Counts: events (once per messageId), users, accounts, signals', auth: 'admin', response: StatsResponse },
+  'GET /v1/rules': { summary: 'Current rules', auth: 'admin' },
+  'GET /v1/rules/schema': { summary: 'JSON Schema of rule documents', auth: 'admin' },
+  'PUT /v1/rules/{id}': { summary: 'Create or update a rule (a new version); JSON or YAML', auth: 'admin', body: RuleDocument },
+  'GET /v1/rules/{id}': { summary: 'A rule (`?version=N` for an earlier one)', auth: 'admin' },
+  'DELETE /v1/rules/{id}': { summary: 'Delete a rule (a tombstone version)', auth: 'admin' },
+  'GET /v1/rules/{id}/versions': { summary: 'Version history of a rule', auth: 'admin' },
+  'POST /v1/rules/{id}/backtest': { summary: 'What a rule would have fired over stored history', auth: 'admin', body: BacktestRequest },
+  'POST /v1/evaluate': { summary: 'Evaluate now: {fired, resolved}', auth: 'admin', body: EvaluateRequest },
+  'GET /v1/signals': { summary: 'Signals, paged with a cursor (`after`), filtered by kind, rule, subject, status, time', auth: 'admin' },
+  'GET /v1/signals/{id}': { summary: 'One signal', auth: 'admin', response: Signal },
+  'GET /v1/accounts/{id}': { summary: 'An account: stage, traits, usage per day, open signals', auth: 'admin' },
+  'GET /v1/users/{id}': { summary: 'A user: stage, traits, usage per day, open signals', auth: 'admin' },
+  'POST /v1/subjects/{type}/{id}/stage': { summary: 'Move a subject to a lifecycle stage (from a CRM)', auth: 'admin', body: StageRequest },
+  'GET /v1/funnel': { summary: 'Funnel: entered, conversion, time in stage, where subjects stall', auth: 'admin' },
+}
+
+const ERROR = {
+  description: 'An error: `{error: {code, message, details?: [{path, message}]}}`',
+  content: { 'application/json': { schema: { type: 'object', properties: { error: { type: 'object' } } } } },
+}
+
+/** The OpenAPI 3 document of the API, built from the same zod schemas the routes validate with. */
+export function openApiDocument(extra: Record<string, Op> = {}) {
+  const paths: Record<string, Record<string, unknown>> = {}
+  for (const [key, op] of Object.entries({ ...OPERATIONS, ...extra })) {
+    const [method, path] = key.split(' ') as [string, string]
+    paths[path] ??= {}
+    paths[path][method.toLowerCase()] = {
+      summary: op.summary,
+      security: op.auth === 'none' ? [] : [{ [op.auth === 'write' ? 'writeKey' : 'adminToken']: [] }],
+      ...(op.body ? { requestBody: { required: true, content: { 'application/json': { schema: schema(op.body) } } } } : {}),
+      responses: {
+        '200': { description: 'OK', ...(op.response ? { content: { 'application/json': { schema: schema(op.response) } } } : {}) },
+        '4XX': ERROR,
+        '5XX': ERROR,
+      },
+    }
+  }
+  return {
+    openapi: '3.0.3',
+    info: { title: 'signalbox', version: '0.1.0', description: 'Product-led-growth signals over a Segment-compatible tracking API' },
+    components: {
+      securitySchemes: {
+        writeKey: { type: 'http', scheme: 'basic', description: 'the write key as the username, empty password' },
+        adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN' },
+      },
+      schemas: { Signal: schema(Signal), RuleDocument: schema(RuleDocument) },
+    },
+    paths,
+  }
+}
+
+export function openApiRoutes() {
+  const app = new Hono<AppEnv>()
+  let doc: ReturnType<typeof openApiDocument> | undefined
+  app.get('/openapi.json', (c) => c.json((doc ??= openApiDocument())))
+  return app
+}

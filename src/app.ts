@@ -6,6 +6,8 @@ import type { AppDeps, AppEnv } from './env.js'
 import { requestLogger } from './middleware.js'
 import { openApiRoutes } from './routes/openapi.js'
 import { statsRoutes } from './routes/stats.js'
+import { streamRoutes } from './routes/stream.js'
+import { webhookRoutes } from './routes/webhooks.js'
 import { rulesApi } from './routes/evaluate.js'
 
 /** The whole HTTP surface, independent of the runtime that serves it. */
@@ -29,6 +31,8 @@ export function createApp(deps: AppDeps) {
   app.route('/', openApiRoutes())
   app.route('/v1', ingestRoutes(deps))
   app.route('/v1', statsRoutes(deps))
+  app.route('/v1', webhookRoutes(deps))
+  app.route('/v1', streamRoutes(deps))
   app.route('/v1', rulesApi(deps))
   return app
 }

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { Evaluator } from '../rules/evaluator.js'
 import type { Lifecycle } from '../rules/lifecycle.js'
 import type { Config, WriteKey } from './config.js'
+import type { Delivery } from './delivery/index.js'
 import type { SignalBus } from './signals.js'
 import type { Store } from './store/store.js'
 import type { EventSink } from '../ingest/writer.js'
@@ -22,6 +23,8 @@ export type AppDeps = {
   evaluator?: Evaluator
   /** Lifecycle stages (built from the config when absent). */
   lifecycle?: Lifecycle
+  /** The webhook outbox and open live streams (Node); the routes work on the store without it. */
+  delivery?: Delivery
 }
 
 /** Typed Hono context: handlers get services from here, never from `process.env`. */

@@ -7,6 +7,7 @@ import { applyDefaultPack } from '../rules/store.js'
 import { createApp } from './app.js'
 import { loadConfig } from './config.js'
 import { resolveCredentials } from './credentials.js'
+import { Delivery } from './delivery/index.js'
 import { createLogger } from './logger.js'
 import { migrate } from './store/migrate.js'
 import { SignalBus } from './signals.js'
@@ -20,6 +21,8 @@ export type RunningServer = {
   writeKeys: { key: string; source: string }[]
   /** The open store (tests read rows back through it, and break it to check the 503 path). */
   store: Store
+  /** Signal notifications (tests record signals through it, as the evaluator does). */
+  bus: SignalBus
   /** The registered routes (`METHOD /path`), e.g. to check the OpenAPI document covers them. */
   routes: string[]
   /** Stop taking requests, flush acknowledged-to-be writes, close the store. */
@@ -51,7 +54,8 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     onStored: config.EVAL_ON_INGEST ? (events) => evaluator.touch(events) : undefined,
     logger,
   })
-  const app = createApp({ config, store, sink, adminToken, writeKeys, logger, bus, evaluator, lifecycle })
+  const delivery = new Delivery({ store, bus, logger, config })
+  const app = createApp({ config, store, sink, adminToken, writeKeys, logger, bus, evaluator, lifecycle, delivery })
 
   const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST })
   await new Promise<void>((resolve, reject) => {
@@ -63,6 +67,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   logger.info({ url, store: store.kind, dataDir: config.DATA_DIR }, 'signalbox is listening')
   if (generated.adminToken || generated.writeKey) printWelcome(url, config.DATA_DIR, generated, writeKeys[0]?.key)
   evaluator.start()
+  await delivery.start(url)
 
   let closing: Promise<void> | undefined
   return {
@@ -71,16 +76,20 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     adminToken,
     writeKeys: [...writeKeys],
     store,
+    bus,
     routes: [...new Set(app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`))],
     close() {
       closing ??= (async () => {
         // close() waits for open connections; keep-alive sockets that go idle after it (their
         // last response sent) would hold it for the keep-alive timeout, so they are swept.
+        // Live streams never end by themselves: end them first.
+        delivery.closeStreams()
         const sweep = setInterval(() => 'closeIdleConnections' in server && server.closeIdleConnections(), 50)
         await new Promise<void>((resolve) => server.close(() => resolve()))
         clearInterval(sweep)
         await sink.close()
         await evaluator.stop()
+        await delivery.stop()
         await store.close()
       })()
       return closing

@@ -8,6 +8,7 @@ import { EvaluateRequest } from './evaluate.js'
 import { BacktestRequest } from './rules.js'
 import { StatsResponse } from './stats.js'
 import { StageRequest } from './subjects.js'
+import { DELIVERY_OPERATIONS } from './webhooks.js'
 
 /** zod → JSON Schema for a request or response body; transforms are described by their input. */
 const schema = (s: z.ZodType) => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any', target: 'openapi-3.0' })
@@ -37,6 +38,7 @@ const OPERATIONS: Record<string, Op> = {
   'GET /v1/users/{id}': { summary: 'A user: stage, traits, usage per day, open signals', auth: 'admin' },
   'POST /v1/subjects/{type}/{id}/stage': { summary: 'Move a subject to a lifecycle stage (from a CRM)', auth: 'admin', body: StageRequest },
   'GET /v1/funnel': { summary: 'Funnel: entered, conversion, time in stage, where subjects stall', auth: 'admin' },
+  ...DELIVERY_OPERATIONS,
 }
 
 const ERROR = {

@@ -1,0 +1,469 @@
+import type { Logger } from 'pino'
+import { ApiError } from '../errors.js'
+import type { SignalBus } from '../signals.js'
+import type { Store } from '../store/store.js'
+import { sendAttempt } from './attempt.js'
+import { type RetryPolicy, retryDelay } from './backoff.js'
+import { deliveryIdFor, eventIdFloor, idTime } from './ids.js'
+import { type LogRow, payloadFromLog, readLog } from './log.js'
+import { type DeliveryRecord, OutboxStore } from './outbox.js'
+import type { WebhookPayload } from './payload.js'
+import { signatureHeaders } from './signing.js'
+import { slackMessage } from './slack.js'
+import { signingSecrets, type WebhookRecord, WebhookStore, webhookWants } from './webhooks.js'
+
+export type DispatcherOptions = {
+  store: Store
+  bus?: SignalBus
+  logger: Logger
+  policy: RetryPolicy
+  /** One attempt is abandoned after this long. */
+  timeoutMs: number
+  /** Attempts in flight at once, per endpoint. */
+  concurrency: number
+  /** The log is re-read this often without a wake-up from the bus. */
+  pollMs: number
+  /** Base URL for links in Slack messages. */
+  publicUrl?: string
+  /** The clock for delivery times and backoff (log positions are ULIDs, made on the wall clock). */
+  now?: () => number
+  random?: () => number
+  /**
+   * Concurrent writers (two instances, or two evaluations) may make log entries visible slightly
+   * out of id order; every scan re-reads this far behind its cursor, and deliveries already made
+   * are recognised by their deterministic ids.
+   */
+  settleMs?: number
+  /** Deliveries an endpoint holds in memory; the rest wait in the store (a dead endpoint's backlog). */
+  maxQueued?: number
+}
+
+const CURSOR = 'webhooks'
+const PAGE = 1000
+/** The cursor row is rewritten at most this often: a re-scan after a crash is harmless. */
+const CURSOR_WRITE_MS = 1000
+
+/**
+ * The webhook outbox. One scanner reads the signal log after a durable cursor and records a
+ * delivery row for every (endpoint, matching event) before anything is attempted; then each
+ * endpoint has its own worker with its own queue, timers and concurrency, so a slow or dead
+ * endpoint only ever occupies its own slots. Workers hold their open deliveries in memory and
+ * rewrite the delivery row after every attempt, so a restart resumes from the store. The bus
+ * wakes the scanner as soon as signals are stored; a poll is the fallback.
+ */
+export class Dispatcher {
+  readonly webhooks: WebhookStore
+  readonly outbox: OutboxStore
+  readonly #o: Required<Omit<DispatcherOptions, 'bus' | 'publicUrl'>> & Pick<DispatcherOptions, 'bus' | 'publicUrl'>
+  readonly #workers = new Map<string, EndpointWorker>()
+  #cursor: string | undefined
+  #cursorSaved: string | undefined
+  #cursorSavedAt = 0
+  #cursorTimer: ReturnType<typeof setTimeout> | undefined
+  /** Delivery ids made for recent events (by event time); complete for events at or after #trustFrom. */
+  readonly #known = new Map<string, number>()
+  #trustFrom = Number.POSITIVE_INFINITY
+  #scanning: Promise<void> | undefined
+  #rescan = false
+  #poll: ReturnType<typeof setTimeout> | undefined
+  #running = false
+  readonly #stop = new AbortController()
+  readonly #onEvents = () => this.wake()
+
+  constructor(opts: DispatcherOptions) {
+    const given = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as DispatcherOptions
+    this.#o = { now: Date.now, random: Math.random, settleMs: 5000, maxQueued: 10_000, ...given }
+    this.webhooks = new WebhookStore(opts.store, this.#o.now)
+    this.outbox = new OutboxStore(opts.store)
+  }
+
+  get publicUrl() {
+    return this.#o.publicUrl
+  }
+
+  set publicUrl(url: string | undefined) {
+    this.#o.publicUrl = url
+  }
+
+  /** Load endpoints, open deliveries and the cursor from the store, then start scanning and delivering. */
+  async start(): Promise<void> {
+    this.#cursor = this.#cursorSaved = await this.outbox.readCursor(CURSOR)
+    this.#trustFrom = (this.#cursor ? idTime(this.#cursor) : this.#o.now()) - this.#o.settleMs
+    await this.#reloadEndpoints()
+    const open = await this.outbox.open(this.#o.maxQueued)
+    const perEndpoint = new Map<string, number>()
+    for (const d of open) {
+      perEndpoint.set(d.webhook_id, (perEndpoint.get(d.webhook_id) ?? 0) + 1)
+      this.#workers.get(d.webhook_id)?.enqueue(d)
+    }
+    // An endpoint with more open deliveries than it holds fetches the rest as its queue drains.
+    for (const [id, n] of perEndpoint) if (n >= this.#o.maxQueued) this.#workers.get(id)?.markOverflow()
+    this.#running = true
+    this.#o.bus?.on('events', this.#onEvents)
+    this.#schedulePoll()
+    this.wake()
+  }
+
+  /** Stop scanning, cut attempts in flight short (they are retried after a restart), and wait for them to be recorded. */
+  async stop(): Promise<void> {
+    if (!this.#running) return
+    this.#running = false
+    this.#o.bus?.off('events', this.#onEvents)
+    clearTimeout(this.#poll)
+    clearTimeout(this.#cursorTimer)
+    this.#stop.abort()
+    await this.#scanning
+    await Promise.all([...this.#workers.values()].map((w) => w.stop()))
+    await this.#saveCursor(true).catch((err) => this.#o.logger.warn({ err }, 'webhooks: could not save the outbox cursor'))
+  }
+
+  /** Read the log now (coalesced: one scan at a time, and one more if woken during it). */
+  wake(): void {
+    if (!this.#running) return
+    this.#rescan = true
+    if (this.#scanning) return
+    this.#scanning = (async () => {
+      while (this.#rescan && this.#running) {
+        this.#rescan = false
+        try {
+          await this.#scanOnce()
+        } catch (err) {
+          this.#o.logger.warn({ err }, 'webhooks: reading the signal log failed; retrying at the next poll')
+        }
+      }
+    })().finally(() => {
+      this.#scanning = undefined
+      if (this.#rescan) this.wake()
+    })
+  }
+
+  /** An endpoint was created, changed or deleted through the API. */
+  webhookChanged(w: WebhookRecord): void {
+    if (!this.#running) return
+    this.#apply(w)
+    this.wake()
+  }
+
+  /** Put a delivery made due again (a manual retry) into its endpoint's queue. */
+  enqueue(d: DeliveryRecord): void {
+    if (this.#running) this.#workers.get(d.webhook_id)?.enqueue(d)
+  }
+
+  /**
+   * Replay one delivery: a new round of attempts starting now, with the same id (so the
+   * `webhook-id` a receiver deduplicates on is unchanged). Works with or without a running
+   * dispatcher: the row is what counts.
+   */
+  static async requeue(webhooks: WebhookStore, outbox: OutboxStore, id: string, now: number): Promise<DeliveryRecord> {
+    const d = await outbox.get(id)
+    if (!(await webhooks.find(d.webhook_id))) {
+      throw new ApiError({ code: 'NOT_FOUND', message: `the webhook ${d.webhook_id} of delivery ${id} was deleted` })
+    }
+    if (d.status === 'pending' || d.status === 'retrying') {
+      const at = d.next_attempt_at === null ? 'now' : new Date(d.next_attempt_at).toISOString()
+      throw new ApiError({ code: 'CONFLICT', message: `delivery ${id} is already ${d.status} (next attempt ${at})` })
+    }
+    const next: DeliveryRecord = { ...d, status: 'pending', round_attempts: 0, next_attempt_at: now, updated_at: now }
+    await outbox.saveDeliveries([next])
+    return next
+  }
+
+  #schedulePoll() {
+    this.#poll = setTimeout(async () => {
+      try {
+        await this.#reloadEndpoints()
+      } catch (err) {
+        this.#o.logger.warn({ err }, 'webhooks: could not reload endpoints')
+      }
+      this.wake()
+      if (this.#running) this.#schedulePoll()
+    }, this.#o.pollMs)
+    this.#poll.unref?.()
+  }
+
+  async #reloadEndpoints() {
+    const all = await this.webhooks.list()
+    const seen = new Set(all.map((w) => w.id))
+    for (const w of all) this.#apply(w)
+    for (const [id, worker] of this.#workers) {
+      if (!seen.has(id)) {
+        this.#workers.delete(id)
+        void worker.retire()
+      }
+    }
+  }
+
+  #apply(w: WebhookRecord) {
+    const worker = this.#workers.get(w.id)
+    if (w.deleted) {
+      this.#workers.delete(w.id)
+      void worker?.retire()
+    } else if (worker) worker.update(w)
+    else this.#workers.set(w.id, new EndpointWorker(w, this, this.#o))
+  }
+
+  async #scanOnce() {
+    const endpoints = [...this.#workers.values()].filter((w) => w.accepting)
+    if (endpoints.length === 0) return
+    const activeSince = new Map(endpoints.map((w) => [w.webhook.id, w.webhook.active_since]))
+    const earliest = Math.min(...activeSince.values())
+    const cursorTime = this.#cursor ? idTime(this.#cursor) : 0
+    let after = eventIdFloor(Math.max(cursorTime, earliest) - this.#o.settleMs)
+    for (;;) {
+      const rows = await readLog(this.#o.store, { after, limit: PAGE })
+      if (rows.length === 0) break
+      await this.#record(rows, endpoints, activeSince)
+      const last = (rows.at(-1) as LogRow).event_id
+      if (!this.#cursor || last > this.#cursor) this.#cursor = last
+      after = last
+      if (rows.length < PAGE) break
+    }
+    await this.#saveCursor(false)
+    this.#forget()
+  }
+
+  /** Record the deliveries these log rows call for (those not recorded yet), then hand them to their workers. */
+  async #record(rows: LogRow[], endpoints: EndpointWorker[], activeSince: Map<string, number>) {
+    const now = this.#o.now()
+    const fresh: { d: DeliveryRecord; worker: EndpointWorker; eventTime: number }[] = []
+    for (const row of rows) {
+      const eventTime = idTime(row.event_id)
+      for (const worker of endpoints) {
+        const w = worker.webhook
+        // An endpoint receives what happens while it is active, not the history before.
+        if (eventTime < (activeSince.get(w.id) as number) || !webhookWants(w, row.kind, row.rule_id)) continue
+        const id = deliveryIdFor(w.id, row.event_id)
+        if (this.#known.has(id)) continue
+        fresh.push({
+          eventTime,
+          worker,
+          d: {
+            id,
+            webhook_id: w.id,
+            event_id: row.event_id,
+            type: row.type,
+            signal_id: row.signal_id,
+            kind: row.kind,
+            rule_id: row.rule_id,
+            payload: payloadFromLog(row),
+            status: 'pending',
+            attempts: 0,
+            round_attempts: 0,
+            next_attempt_at: now,
+            last_status_code: null,
+            last_error: '',
+            created_at: now,
+            updated_at: now,
+            delivered_at: null,
+          },
+        })
+      }
+    }
+    if (fresh.length === 0) return
+    // Below #trustFrom (just after a start) only the store knows what was already recorded.
+    const unsure = fresh.filter((f) => f.eventTime < this.#trustFrom).map((f) => f.d.id)
+    const stored = unsure.length ? await this.outbox.existing(unsure) : new Set<string>()
+    const todo = fresh.filter((f) => !stored.has(f.d.id))
+    for (const f of fresh) if (stored.has(f.d.id)) this.#known.set(f.d.id, f.eventTime)
+    if (todo.length === 0) return
+    await this.outbox.saveDeliveries(todo.map((f) => f.d))
+    for (const f of todo) {
+      this.#known.set(f.d.id, f.eventTime)
+      f.worker.enqueue(f.d)
+    }
+  }
+
+  async #saveCursor(force: boolean) {
+    if (!this.#cursor || this.#cursor === this.#cursorSaved) return
+    const now = Date.now()
+    if (!force && now - this.#cursorSavedAt < CURSOR_WRITE_MS) {
+      // Saved by a later scan, or by this timer if no scan comes.
+      this.#cursorTimer ??= setTimeout(() => {
+        this.#cursorTimer = undefined
+        this.wake()
+      }, CURSOR_WRITE_MS)
+      this.#cursorTimer.unref?.()
+      return
+    }
+    const cursor = this.#cursor
+    await this.outbox.writeCursor(CURSOR, cursor)
+    this.#cursorSaved = cursor
+    this.#cursorSavedAt = now
+  }
+
+  /** Drop remembered ids no scan can reach again (scans start at most settleMs behind the cursor). */
+  #forget() {
+    if (!this.#cursor) return
+    const line = idTime(this.#cursor) - 2 * this.#o.settleMs
+    if (line <= this.#trustFrom) return
+    for (const [id, t] of this.#known) if (t < line) this.#known.delete(id)
+    this.#trustFrom = line
+  }
+
+  /** For tests and the admin view: open deliveries held in memory per endpoint. */
+  queued(webhookId: string): number {
+    return this.#workers.get(webhookId)?.size ?? 0
+  }
+
+  get stopSignal() {
+    return this.#stop.signal
+  }
+}
+
+type WorkerOptions = Required<Omit<DispatcherOptions, 'bus' | 'publicUrl'>>
+
+/**
+ * One endpoint's deliveries: an in-memory schedule (the store holds the same state), at most
+ * `concurrency` attempts in flight, a timer for the next due attempt.
+ */
+class EndpointWorker {
+  webhook: WebhookRecord
+  readonly #queue = new Map<string, DeliveryRecord>()
+  readonly #inflight = new Map<string, Promise<void>>()
+  #timer: ReturnType<typeof setTimeout> | undefined
+  #overflow = false
+  #loading = false
+  #stopped = false
+
+  constructor(
+    webhook: WebhookRecord,
+    private readonly dispatcher: Dispatcher,
+    private readonly o: WorkerOptions,
+  ) {
+    this.webhook = webhook
+  }
+
+  get accepting() {
+    return this.webhook.enabled && !this.webhook.deleted
+  }
+
+  get size() {
+    return this.#queue.size + this.#inflight.size
+  }
+
+  update(w: WebhookRecord) {
+    this.webhook = w
+    this.#pump()
+  }
+
+  markOverflow() {
+    this.#overflow = true
+  }
+
+  enqueue(d: DeliveryRecord) {
+    if (this.#stopped || this.#inflight.has(d.id)) return
+    if (this.#queue.size >= this.o.maxQueued && !this.#queue.has(d.id)) {
+      // Recorded in the store; fetched back when the queue drains.
+      this.#overflow = true
+      return
+    }
+    this.#queue.set(d.id, d)
+    this.#pump()
+  }
+
+  /** Stop for a shutdown: attempts in flight are aborted and recorded as interrupted. */
+  async stop() {
+    this.#stopped = true
+    clearTimeout(this.#timer)
+    await Promise.allSettled([...this.#inflight.values()])
+  }
+
+  /** The endpoint was deleted: nothing more is attempted; attempts in flight end on their own. */
+  async retire() {
+    this.#stopped = true
+    clearTimeout(this.#timer)
+    this.#queue.clear()
+  }
+
+  #pump() {
+    clearTimeout(this.#timer)
+    this.#timer = undefined
+    if (this.#stopped || !this.accepting) return
+    const now = this.o.now()
+    while (this.#inflight.size < this.o.concurrency) {
+      let next: DeliveryRecord | undefined
+      for (const d of this.#queue.values()) {
+        const at = d.next_attempt_at ?? 0
+        if (at <= now && (!next || at < (next.next_attempt_at ?? 0))) next = d
+      }
+      if (!next) break
+      this.#queue.delete(next.id)
+      this.#start(next)
+    }
+    if (this.#inflight.size < this.o.concurrency && this.#queue.size > 0) {
+      let soonest = Number.POSITIVE_INFINITY
+      for (const d of this.#queue.values()) soonest = Math.min(soonest, d.next_attempt_at ?? 0)
+      this.#timer = setTimeout(() => this.#pump(), Math.max(0, soonest - now))
+      this.#timer.unref?.()
+    }
+    if (this.#overflow && this.#queue.size === 0 && this.#inflight.size === 0 && !this.#loading) void this.#refill()
+  }
+
+  async #refill() {
+    this.#loading = true
+    try {
+      const rows = await this.dispatcher.outbox.openFor(this.webhook.id, this.o.maxQueued, [...this.#inflight.keys()])
+      this.#overflow = rows.length >= this.o.maxQueued
+      for (const d of rows) this.#queue.set(d.id, d)
+    } catch (err) {
+      this.o.logger.warn({ err, webhook: this.webhook.id }, 'webhooks: could not load queued deliveries')
+    } finally {
+      this.#loading = false
+    }
+    this.#pump()
+  }
+
+  #start(d: DeliveryRecord) {
+    const run = this.#attempt(d)
+      .catch((err) => this.o.logger.error({ err, delivery: d.id }, 'webhooks: attempt failed unexpectedly'))
+      .finally(() => {
+        this.#inflight.delete(d.id)
+        this.#pump()
+      })
+    this.#inflight.set(d.id, run)
+  }
+
+  async #attempt(d: DeliveryRecord) {
+    const w = this.webhook
+    const at = this.o.now()
+    const body = w.format === 'slack' ? JSON.stringify(slackMessage(JSON.parse(d.payload) as WebhookPayload, this.dispatcher.publicUrl)) : d.payload
+    const headers = signatureHeaders({ id: d.id, at, body, secrets: signingSecrets(w, at) })
+    const result = await sendAttempt({ url: w.url, body, headers, timeoutMs: this.o.timeoutMs, stop: this.dispatcher.stopSignal, now: this.o.now })
+    const done = this.o.now()
+    const attempts = d.attempts + 1
+    // A shutdown says nothing about the endpoint: it does not use up the round.
+    const round = result.interrupted ? d.round_attempts : d.round_attempts + 1
+    const base = { ...d, attempts, round_attempts: round, last_status_code: result.statusCode, updated_at: done }
+    let next: DeliveryRecord
+    if (result.ok) {
+      next = { ...base, status: 'delivered', next_attempt_at: null, last_error: '', delivered_at: done }
+    } else if (!result.retriable || round >= this.o.policy.maxAttempts) {
+      const why = result.retriable ? `${result.error}; dead-lettered after ${round} attempts` : result.error
+      next = { ...base, status: 'dead', next_attempt_at: null, last_error: why }
+    } else {
+      const wait = result.interrupted ? 0 : retryDelay(round, this.o.policy, result.retryAfterMs, this.o.random)
+      next = { ...base, status: 'retrying', next_attempt_at: done + wait, last_error: result.error }
+    }
+    try {
+      await Promise.all([
+        this.dispatcher.outbox.saveAttempt({
+          delivery_id: d.id,
+          webhook_id: d.webhook_id,
+          attempt: attempts,
+          at,
+          status_code: result.statusCode,
+          error: result.error,
+          response: result.response,
+          duration_ms: result.durationMs,
+        }),
+        this.dispatcher.outbox.saveDeliveries([next]),
+      ])
+    } catch (err) {
+      // The attempt happened; the schedule goes on in memory. If the process dies before the row
+      // is written, the delivery is attempted again after the restart (at least once).
+      this.o.logger.warn({ err, delivery: d.id }, 'webhooks: could not record an attempt')
+    }
+    if (next.status === 'retrying' && !this.#stopped) this.#queue.set(next.id, next)
+    this.o.logger.debug({ delivery: d.id, webhook: w.id, status: next.status, code: result.statusCode, ms: result.durationMs }, 'webhook attempt')
+  }
+}

@@ -39,10 +39,13 @@ export function parseRetryAfter(header: string | null | undefined, now: number):
   return Number.isNaN(at) ? undefined : Math.max(0, at - now)
 }
 
-/** The delay before the next attempt: the backoff, or longer if the endpoint asked for it (capped at `maxMs`). */
+/** The longest `Retry-After` obeyed: the backoff's cap, and at least an hour. */
+export const retryAfterCap = (policy: RetryPolicy) => Math.max(policy.maxMs, 3_600_000)
+
+/** The delay before the next attempt: the backoff, or longer if the endpoint asked for it (`Retry-After`, capped). */
 export function retryDelay(attempt: number, policy: RetryPolicy, retryAfterMs: number | undefined, random?: () => number) {
   const backoff = backoffDelay(attempt, policy, random)
-  return retryAfterMs === undefined ? backoff : Math.max(backoff, Math.min(retryAfterMs, policy.maxMs))
+  return retryAfterMs === undefined ? backoff : Math.max(backoff, Math.min(retryAfterMs, retryAfterCap(policy)))
 }
 
 /** Statuses worth retrying: the endpoint is overloaded, rate limiting, or failing for now. Other 4xx will not change. */

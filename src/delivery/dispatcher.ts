@@ -6,7 +6,7 @@ import { sendAttempt } from './attempt.js'
 import { type RetryPolicy, retryDelay } from './backoff.js'
 import { deliveryIdFor, eventIdFloor, idTime } from './ids.js'
 import { type LogRow, payloadFromLog, readLog } from './log.js'
-import { type DeliveryRecord, OutboxStore } from './outbox.js'
+import { AttemptRecorder, type DeliveryRecord, OutboxStore } from './outbox.js'
 import type { WebhookPayload } from './payload.js'
 import { signatureHeaders } from './signing.js'
 import { slackMessage } from './slack.js'
@@ -54,6 +54,7 @@ const CURSOR_WRITE_MS = 1000
 export class Dispatcher {
   readonly webhooks: WebhookStore
   readonly outbox: OutboxStore
+  readonly recorder: AttemptRecorder
   readonly #o: Required<Omit<DispatcherOptions, 'bus' | 'publicUrl'>> & Pick<DispatcherOptions, 'bus' | 'publicUrl'>
   readonly #workers = new Map<string, EndpointWorker>()
   #cursor: string | undefined
@@ -75,6 +76,7 @@ export class Dispatcher {
     this.#o = { now: Date.now, random: Math.random, settleMs: 5000, maxQueued: 10_000, ...given }
     this.webhooks = new WebhookStore(opts.store, this.#o.now)
     this.outbox = new OutboxStore(opts.store)
+    this.recorder = new AttemptRecorder(this.outbox)
   }
 
   get publicUrl() {
@@ -114,6 +116,7 @@ export class Dispatcher {
     this.#stop.abort()
     await this.#scanning
     await Promise.all([...this.#workers.values()].map((w) => w.stop()))
+    await this.recorder.idle()
     await this.#saveCursor(true).catch((err) => this.#o.logger.warn({ err }, 'webhooks: could not save the outbox cursor'))
   }
 
@@ -444,25 +447,22 @@ class EndpointWorker {
       const wait = result.interrupted ? 0 : retryDelay(round, this.o.policy, result.retryAfterMs, this.o.random)
       next = { ...base, status: 'retrying', next_attempt_at: done + wait, last_error: result.error }
     }
-    try {
-      await Promise.all([
-        this.dispatcher.outbox.saveAttempt({
-          delivery_id: d.id,
-          webhook_id: d.webhook_id,
-          attempt: attempts,
-          at,
-          status_code: result.statusCode,
-          error: result.error,
-          response: result.response,
-          duration_ms: result.durationMs,
-        }),
-        this.dispatcher.outbox.saveDeliveries([next]),
-      ])
-    } catch (err) {
-      // The attempt happened; the schedule goes on in memory. If the process dies before the row
-      // is written, the delivery is attempted again after the restart (at least once).
-      this.o.logger.warn({ err, delivery: d.id }, 'webhooks: could not record an attempt')
-    }
+    // The outcome is recorded in the background (group commit) and the slot is free at once: if the
+    // process dies before the row is written, the delivery is attempted again after the restart
+    // with the same webhook-id (at least once). Later states of a delivery are always written after
+    // earlier ones (flushes run in order), so the newest row wins.
+    this.dispatcher.recorder
+      .record(next, {
+        delivery_id: d.id,
+        webhook_id: d.webhook_id,
+        attempt: attempts,
+        at,
+        status_code: result.statusCode,
+        error: result.error,
+        response: result.response,
+        duration_ms: result.durationMs,
+      })
+      .catch((err) => this.o.logger.warn({ err, delivery: d.id }, 'webhooks: could not record an attempt'))
     if (next.status === 'retrying' && !this.#stopped) this.#queue.set(next.id, next)
     this.o.logger.debug({ delivery: d.id, webhook: w.id, status: next.status, code: result.statusCode, ms: result.durationMs }, 'webhook attempt')
   }

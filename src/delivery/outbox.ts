@@ -142,8 +142,11 @@ export class OutboxStore {
     await this.store.insert('webhook_deliveries_v1', deliveries.map(toRow))
   }
 
-  async saveAttempt(attempt: AttemptRecord): Promise<void> {
-    await this.store.insert('webhook_attempts_v1', [{ ...attempt, at: chTime(attempt.at) }])
+  async saveAttempts(attempts: readonly AttemptRecord[]): Promise<void> {
+    await this.store.insert(
+      'webhook_attempts_v1',
+      attempts.map((a) => ({ ...a, at: chTime(a.at) })),
+    )
   }
 
   /** Which of these delivery ids are already recorded (for recovery after a crash, or a re-scan). */
@@ -244,3 +247,53 @@ export class OutboxStore {
 }
 
 
+
+/**
+ * Group commit for the outcome of attempts: rows that arrive while an insert runs share the next
+ * one (one insert per table per flush instead of two per attempt), so recording does not limit
+ * deliveries per second. Each caller is answered when its rows are stored.
+ */
+export class AttemptRecorder {
+  #deliveries: DeliveryRecord[] = []
+  #attempts: AttemptRecord[] = []
+  #waiters: { resolve: () => void; reject: (err: unknown) => void }[] = []
+  #flushing: Promise<void> | undefined
+
+  constructor(private readonly outbox: OutboxStore) {}
+
+  record(delivery: DeliveryRecord, attempt: AttemptRecord): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#deliveries.push(delivery)
+      this.#attempts.push(attempt)
+      this.#waiters.push({ resolve, reject })
+      this.#kick()
+    })
+  }
+
+  /** Resolves when everything recorded so far is stored (or failed). */
+  async idle(): Promise<void> {
+    while (this.#flushing) await this.#flushing
+  }
+
+  #kick() {
+    if (this.#flushing || this.#waiters.length === 0) return
+    const deliveries = this.#deliveries
+    const attempts = this.#attempts
+    const waiters = this.#waiters
+    this.#deliveries = []
+    this.#attempts = []
+    this.#waiters = []
+    this.#flushing = Promise.all([this.outbox.saveAttempts(attempts), this.outbox.saveDeliveries(deliveries)]).then(
+      () => {
+        for (const w of waiters) w.resolve()
+      },
+      (err) => {
+        for (const w of waiters) w.reject(err)
+      },
+    )
+    void this.#flushing.finally(() => {
+      this.#flushing = undefined
+      this.#kick()
+    })
+  }
+}

@@ -90,8 +90,14 @@ export class Dispatcher {
   /** Load endpoints, open deliveries and the cursor from the store, then start scanning and delivering. */
   async start(): Promise<void> {
     this.#cursor = this.#cursorSaved = await this.outbox.readCursor(CURSOR)
-    this.#trustFrom = (this.#cursor ? idTime(this.#cursor) : this.#o.now()) - this.#o.settleMs
     await this.#reloadEndpoints()
+    // Deliveries already recorded for events a scan can still reach (the cursor, less the settle
+    // window; or, never scanned, since the first endpoint became active): #known then holds every
+    // delivery from there on, so scans need not ask the store.
+    const active = [...this.#workers.values()].map((w) => w.webhook.active_since)
+    const from = (this.#cursor ? idTime(this.#cursor) : Math.min(this.#o.now(), ...active)) - this.#o.settleMs
+    for (const { id } of await this.outbox.idsFrom(from)) this.#known.set(id, idTime(id))
+    this.#trustFrom = from
     const open = await this.outbox.open(this.#o.maxQueued)
     const perEndpoint = new Map<string, number>()
     for (const d of open) {

@@ -1,3 +1,4 @@
+import { encodeTime } from 'ulid'
 import { z } from 'zod'
 import { ApiError } from '../errors.js'
 import type { Store } from '../store/store.js'
@@ -159,6 +160,13 @@ export class OutboxStore {
       for (const r of rows) found.add(r.id)
     }
     return found
+  }
+
+  /** Ids of the deliveries of events made at or after `ms` (delivery ids begin with their event's time). */
+  async idsFrom(ms: number): Promise<{ id: string }[]> {
+    return this.store.query<{ id: string }>('SELECT DISTINCT id FROM webhook_deliveries_v1 WHERE id >= {from:String}', {
+      from: `dlv_${encodeTime(Math.max(0, ms), 10)}`,
+    })
   }
 
   /** Deliveries still to be attempted, soonest first (at most `limit` per endpoint). */

@@ -56,14 +56,27 @@ export type EvaluatorOptions = {
   debounceMs?: number
   shard?: Shard
   lifecycle?: Lifecycle
+  /**
+   * How fires and resolves are claimed (see {@link claim}): `batch` (default) writes all the
+   * claims of one rule evaluation in one insert and lets the first row per key win (insertion
+   * order, exact on a single-node MergeTree); `per-key` inserts each claim alone under its key as
+   * deduplication token (Replicated tables in cluster mode, where insertion order is not global).
+   */
+  claims?: ClaimMode
 }
+
+export type ClaimMode = 'batch' | 'per-key'
 
 /** A claim older than this whose signal was never recorded belongs to an owner that died. */
 const ORPHAN_MS = 60_000
 // Claims are one insert each (the deduplication token is per insert); a server takes them in parallel.
 const CLAIM_CONCURRENCY = 16
-/** Ids per query parameter list (HTTP stores carry parameters in the URL). */
+/**
+ * Ids per query parameter list. HTTP stores carry parameters in the URL, which servers cap at
+ * 1 MiB (percent-encoding can triple a byte): lists are cut by count and by encoded size.
+ */
 const MAX_IDS_PER_QUERY = 5_000
+const MAX_ID_BYTES_PER_QUERY = 200_000
 const MAX_INCREMENTAL_SUBJECTS = 5_000
 
 type Change = { type: SignalEventType; signal: Signal }
@@ -239,7 +252,7 @@ export class Evaluator {
       key: `resolve|${s.id}`,
       change: { type: 'signal.resolved' as const, signal: { ...s, status: 'resolved' as const, resolved_at: new Date(now).toISOString() } },
     }))
-    return claim(this.#store, pending, now, this.#log)
+    return claim(this.#store, pending, now, this.#opts.claims ?? 'batch', this.#log)
   }
 
   async #evaluateRule(stored: StoredRule, ids: string[] | undefined, now: number): Promise<Change[]> {
@@ -283,15 +296,26 @@ export class Evaluator {
         pending.push({ key: `resolve|${s.id}`, change: { type: 'signal.resolved', signal } })
       }
     }
-    return claim(this.#store, pending, now, this.#log)
+    return claim(this.#store, pending, now, this.#opts.claims ?? 'batch', this.#log)
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Store queries
 
-function* chunks<T>(items: T[], size = MAX_IDS_PER_QUERY): Generator<T[]> {
-  for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size)
+function* chunks(items: string[], size = MAX_IDS_PER_QUERY): Generator<string[]> {
+  let start = 0
+  let bytes = 0
+  for (let i = 0; i < items.length; i++) {
+    const b = (items[i] as string).length * 3 + 3
+    if (i > start && (i - start >= size || bytes + b > MAX_ID_BYTES_PER_QUERY)) {
+      yield items.slice(start, i)
+      start = i
+      bytes = 0
+    }
+    bytes += b
+  }
+  if (start < items.length) yield items.slice(start)
 }
 
 /** The SQL predicate that keeps the subjects of one shard (the same hash as the rule runner's). */
@@ -346,40 +370,55 @@ export async function loadSignals(store: Store, ids: string[]): Promise<Signal[]
 type ClaimRow = { claim_key: string; owner: string; signal_id: string; signal: string; claimed_at: string }
 
 /**
- * Claim each change under its key and return the changes this caller owns. A key already claimed
- * belongs to whoever claimed it first: ClickHouse drops a second insert with the same
- * deduplication token atomically, and everyone reads the owner back. A claim whose owner died
- * before recording its signal (older than ORPHAN_MS, signal not stored) is completed here.
+ * Claim each change under its key and return the changes this caller owns; the other claimants
+ * of a key read the same owner back and stand down. A claim whose owner died before recording its
+ * signal (older than ORPHAN_MS, signal not stored) is completed here.
+ *
+ * `per-key`: one insert per claim with the key as deduplication token: ClickHouse drops a second
+ * block with the same token atomically, so a key has a single row.
+ *
+ * `batch`: one insert for all the claims of an evaluation (one owner per attempt). Two claimants
+ * whose batches overlap both store a row for the shared keys; the owner of a key is the claimant
+ * whose row was stored FIRST. On a single-node MergeTree, an insert takes its block number and
+ * becomes visible in one step under the table's parts lock (the same step that makes the
+ * deduplication token atomic), so readers always see a prefix of the blocks in block order, and
+ * a merge keeps equal keys in block order (ties go to the older part). Whoever reads its own row
+ * first for a key therefore owns it for good: any later row sorts after it, and its claimant sees
+ * both and stands down. Identical batches (same keys) are deduplicated by a token of their keys.
+ * Cost: one insert and one read per evaluation instead of one insert per fire.
  */
-async function claim(store: Store, pending: Pending[], now: number, log?: Logger): Promise<Change[]> {
+async function claim(store: Store, pending: Pending[], now: number, mode: ClaimMode, log?: Logger): Promise<Change[]> {
   if (pending.length === 0) return []
   const keys = pending.map((p) => p.key)
-  const existing = await readClaims(store, keys)
-  const fresh = pending.filter((p) => !existing.has(p.key)).map((p) => ({ ...p, owner: ulid() }))
-  for (let i = 0; i < fresh.length; i += CLAIM_CONCURRENCY) {
-    await Promise.all(
-      fresh.slice(i, i + CLAIM_CONCURRENCY).map((p) =>
-        store.insert(
-          'signal_claims_v1',
-          [{ claim_key: p.key, owner: p.owner, signal_id: p.change.signal.id, signal: JSON.stringify(p.change), claimed_at: chTime(now) }],
-          { insert_deduplication_token: p.key },
-        ),
-      ),
-    )
+  const existing = await readClaims(store, keys, mode)
+  let fresh: Pending[]
+  if (mode === 'batch') {
+    const owner = ulid()
+    fresh = pending.filter((p) => !existing.has(p.key)).map((p) => ({ ...p, owner }))
+    fresh.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    if (fresh.length) {
+      const token = `claims|${await sha256(fresh.map((p) => p.key).join('\n'))}`
+      await store.insert('signal_claims_v1', fresh.map((p) => claimRow(p, now)), { insert_deduplication_token: token })
+    }
+  } else {
+    fresh = pending.filter((p) => !existing.has(p.key)).map((p) => ({ ...p, owner: ulid() }))
+    for (let i = 0; i < fresh.length; i += CLAIM_CONCURRENCY) {
+      await Promise.all(
+        fresh.slice(i, i + CLAIM_CONCURRENCY).map((p) => store.insert('signal_claims_v1', [claimRow(p, now)], { insert_deduplication_token: p.key })),
+      )
+    }
   }
-  const owners = fresh.length ? await readClaims(store, fresh.map((p) => p.key)) : new Map<string, ClaimRow>()
+  const owners = fresh.length ? await readClaims(store, fresh.map((p) => p.key), mode) : new Map<string, ClaimRow>()
   const mine = fresh.filter((p) => owners.get(p.key)?.owner === p.owner).map((p) => p.change)
 
   // Orphans: claimed long ago by someone who never recorded the signal.
   const stale = [...existing.values()].filter((c) => now - Date.parse(`${c.claimed_at.replace(' ', 'T')}Z`) > ORPHAN_MS)
   if (stale.length) {
-    const recorded = new Set(
-      (
-        await store.query<{ id: string; status: string }>('SELECT id, status FROM signals_v1 FINAL WHERE id IN {ids:Array(String)}', {
-          ids: stale.map((c) => c.signal_id),
-        })
-      ).map((r) => `${r.id}|${r.status}`),
-    )
+    const recorded = new Set<string>()
+    for (const ids of chunks(stale.map((c) => c.signal_id))) {
+      const rows = await store.query<{ id: string; status: string }>('SELECT id, status FROM signals_v1 FINAL WHERE id IN {ids:Array(String)}', { ids })
+      for (const r of rows) recorded.add(`${r.id}|${r.status}`)
+    }
     for (const c of stale) {
       const change = JSON.parse(c.signal) as Change
       const wanted = change.type === 'signal.fired' ? 'open' : 'resolved'
@@ -393,13 +432,36 @@ async function claim(store: Store, pending: Pending[], now: number, log?: Logger
   return mine
 }
 
-async function readClaims(store: Store, keys: string[]): Promise<Map<string, ClaimRow>> {
+const claimRow = (p: Pending, now: number) => ({
+  claim_key: p.key,
+  owner: p.owner,
+  signal_id: p.change.signal.id,
+  signal: JSON.stringify(p.change),
+  claimed_at: chTime(now),
+})
+
+async function sha256(text: string): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('')
+}
+
+/**
+ * The claim that owns each key. `batch`: the first row stored (lowest block number, then position
+ * in the part; see {@link claim}); `per-key`: the only row.
+ */
+async function readClaims(store: Store, keys: string[], mode: ClaimMode): Promise<Map<string, ClaimRow>> {
   const out = new Map<string, ClaimRow>()
+  const sql =
+    mode === 'batch'
+      ? `SELECT claim_key, argMin(owner, pos) AS owner, argMin(signal_id, pos) AS signal_id, argMin(signal, pos) AS signal,
+                argMin(claimed_at, pos) AS claimed_at
+         FROM (SELECT claim_key, owner, signal_id, signal, claimed_at,
+                      (toUInt64(splitByChar('_', _part)[2]), _part_offset) AS pos
+               FROM signal_claims_v1 WHERE claim_key IN {keys:Array(String)})
+         GROUP BY claim_key`
+      : 'SELECT claim_key, owner, signal_id, signal, claimed_at FROM signal_claims_v1 WHERE claim_key IN {keys:Array(String)}'
   for (const part of chunks(keys)) {
-    const rows = await store.query<ClaimRow>(
-      'SELECT claim_key, owner, signal_id, signal, claimed_at FROM signal_claims_v1 WHERE claim_key IN {keys:Array(String)}',
-      { keys: part },
-    )
+    const rows = await store.query<ClaimRow>(sql, { keys: part })
     for (const r of rows) if (!out.has(r.claim_key)) out.set(r.claim_key, r)
   }
   return out
@@ -409,7 +471,7 @@ async function readClaims(store: Store, keys: string[]): Promise<Map<string, Cla
 export function evaluatorFromConfig(
   store: Store,
   bus: SignalBus,
-  config: Pick<Config, 'EVAL_INTERVAL_MS' | 'EVAL_DEBOUNCE_MS' | 'EVAL_SHARDS' | 'EVAL_SHARD'>,
+  config: Pick<Config, 'EVAL_INTERVAL_MS' | 'EVAL_DEBOUNCE_MS' | 'EVAL_SHARDS' | 'EVAL_SHARD'> & Partial<Pick<Config, 'CLICKHOUSE_CLUSTER'>>,
   opts: { logger?: Logger; lifecycle?: Lifecycle; now?: () => number } = {},
 ): Evaluator {
   if (config.EVAL_SHARD >= config.EVAL_SHARDS) {
@@ -420,5 +482,7 @@ export function evaluatorFromConfig(
     intervalMs: config.EVAL_INTERVAL_MS,
     debounceMs: config.EVAL_DEBOUNCE_MS,
     shard: config.EVAL_SHARDS > 1 ? { count: config.EVAL_SHARDS, index: config.EVAL_SHARD } : undefined,
+    // Replicated tables have no global insertion order: one deduplicated insert per claim there.
+    claims: config.CLICKHOUSE_CLUSTER ? 'per-key' : 'batch',
   })
 }

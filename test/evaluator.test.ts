@@ -279,4 +279,23 @@ describe('evaluator', () => {
     expect(out.resolved.filter((s) => ['withdrawn', 'paused'].includes(s.rule_id)).map((s) => s.rule_id)).toEqual(['withdrawn'])
     expect((await signalsOf('paused')).map((s) => s.status)).toEqual(['open'])
   })
+  it('never fires an entry twice when claim batches overlap (full and incremental runs at once), in both claim modes', async () => {
+    for (const mode of ['batch', 'per-key'] as const) {
+      const id = `overlap-${mode}`
+      await rule(id, {}, 1)
+      const accounts = Array.from({ length: 20 }, (_, i) => `${id}-${String(i).padStart(2, '0')}`)
+      await db.put(accounts.map((a) => ev({ at: NOW - HOUR, event: `${id} event`, accountId: a, userId: `u-${a}` })))
+      const make = () => new Evaluator(db.store, undefined, { now: () => NOW, claims: mode })
+      // Different, overlapping sets of keys claimed concurrently: all, the first half, every third, the last 12.
+      const subsets = [undefined, accounts.slice(0, 10), accounts.filter((_, i) => i % 3 === 0), accounts.slice(8)]
+      const runs = await Promise.all(
+        subsets.flatMap((subset) => [make(), make()].map((e) => e.evaluate({ ruleIds: [id], ...(subset ? { subjects: { account: subset, user: [] } } : {}) }))),
+      )
+      expect(ids(runs.flatMap((r) => r.fired))).toEqual(accounts)
+      expect(ids(await signalsOf(id))).toEqual(accounts)
+      const later = Array.from({ length: 3 }, () => new Evaluator(db.store, undefined, { now: () => NOW + 8 * DAY, claims: mode }))
+      const res = await Promise.all(later.map((e, i) => e.evaluate({ ruleIds: [id], ...(i === 0 ? {} : { subjects: { account: accounts.slice(i * 5), user: [] } }) })))
+      expect(ids(res.flatMap((r) => r.resolved))).toEqual(accounts)
+    }
+  })
 })

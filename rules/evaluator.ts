@@ -4,6 +4,7 @@ import { type Config, ConfigError } from '../src/config.js'
 import { chTime, type EventRow } from '../ingest/normalize.js'
 import { newSignalId, recordSignalEvents, type Signal, type SignalBus, type SignalEventType, signalFromRow, type SignalRow } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
+import { idChunks } from './ids.js'
 import type { Lifecycle } from './lifecycle.js'
 import { runRule, type RuleMatch } from './run.js'
 import { parseDuration, type Rule } from './schema.js'
@@ -71,12 +72,6 @@ export type ClaimMode = 'batch' | 'per-key'
 const ORPHAN_MS = 60_000
 // Claims are one insert each (the deduplication token is per insert); a server takes them in parallel.
 const CLAIM_CONCURRENCY = 16
-/**
- * Ids per query parameter list. HTTP stores carry parameters in the URL, which servers cap at
- * 1 MiB (percent-encoding can triple a byte): lists are cut by count and by encoded size.
- */
-const MAX_IDS_PER_QUERY = 5_000
-const MAX_ID_BYTES_PER_QUERY = 200_000
 const MAX_INCREMENTAL_SUBJECTS = 5_000
 
 type Change = { type: SignalEventType; signal: Signal }
@@ -303,20 +298,7 @@ export class Evaluator {
 // ---------------------------------------------------------------------------------------------
 // Store queries
 
-function* chunks(items: string[], size = MAX_IDS_PER_QUERY): Generator<string[]> {
-  let start = 0
-  let bytes = 0
-  for (let i = 0; i < items.length; i++) {
-    const b = (items[i] as string).length * 3 + 3
-    if (i > start && (i - start >= size || bytes + b > MAX_ID_BYTES_PER_QUERY)) {
-      yield items.slice(start, i)
-      start = i
-      bytes = 0
-    }
-    bytes += b
-  }
-  if (start < items.length) yield items.slice(start)
-}
+const chunks = idChunks
 
 /** The SQL predicate that keeps the subjects of one shard (the same hash as the rule runner's). */
 export const SHARD_PREDICATE = (column: string) => `cityHash64(${column}) % {shard_count:UInt32} = {shard_index:UInt32}`

@@ -4,6 +4,7 @@ import { type Config, ConfigError } from '../src/config.js'
 import { ApiError } from '../src/errors.js'
 import { SIGNAL_KINDS, type Signal, type SignalEventType, type SubjectType } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
+import { idChunks } from './ids.js'
 
 /**
  * Lifecycle stages. A configurable ladder (default `lead → mql → pql → sql → customer`, then
@@ -121,18 +122,23 @@ export class Lifecycle {
   async current(type: SubjectType, ids: string[]): Promise<Map<string, CurrentStage>> {
     const out = new Map<string, CurrentStage>()
     if (ids.length === 0) return out
-    const rows = await this.#store.query<Row>(
-      `SELECT subject_type, subject_id, last.1 AS id, last.2 AS at, last.3 AS from_stage, last.4 AS to_stage,
-              last.5 AS cause_type, last.6 AS cause, last.7 AS reason
-       FROM (
-         SELECT subject_type, subject_id,
-                argMax((id, at, from_stage, to_stage, cause_type, cause, reason), (at, id)) AS last
-         FROM stage_transitions_v1 FINAL
-         WHERE subject_type = {type:String} AND subject_id IN {ids:Array(String)}
-         GROUP BY subject_type, subject_id
-       )`,
-      { type, ids },
-    )
+    const rows: Row[] = []
+    for (const part of idChunks(ids)) {
+      rows.push(
+        ...(await this.#store.query<Row>(
+          `SELECT subject_type, subject_id, last.1 AS id, last.2 AS at, last.3 AS from_stage, last.4 AS to_stage,
+                  last.5 AS cause_type, last.6 AS cause, last.7 AS reason
+           FROM (
+             SELECT subject_type, subject_id,
+                    argMax((id, at, from_stage, to_stage, cause_type, cause, reason), (at, id)) AS last
+             FROM stage_transitions_v1 FINAL
+             WHERE subject_type = {type:String} AND subject_id IN {ids:Array(String)}
+             GROUP BY subject_type, subject_id
+           )`,
+          { type, ids: part },
+        )),
+      )
+    }
     for (const r of rows) {
       const t = toTransition(r)
       out.set(r.subject_id, { stage: t.to, since: t.at, transition: t })
@@ -140,11 +146,16 @@ export class Lifecycle {
     const missing = ids.filter((id) => !out.has(id))
     if (missing.length) {
       const seen = SEEN[type]
-      const firsts = await this.#store.query<{ id: string; first_seen: string }>(
-        `SELECT ${seen.column} AS id, min(first_seen) AS first_seen FROM ${seen.table}
-         WHERE ${seen.column} IN {ids:Array(String)} GROUP BY id`,
-        { ids: missing },
-      )
+      const firsts: { id: string; first_seen: string }[] = []
+      for (const part of idChunks(missing)) {
+        firsts.push(
+          ...(await this.#store.query<{ id: string; first_seen: string }>(
+            `SELECT ${seen.column} AS id, min(first_seen) AS first_seen FROM ${seen.table}
+             WHERE ${seen.column} IN {ids:Array(String)} GROUP BY id`,
+            { ids: part },
+          )),
+        )
+      }
       const byId = new Map(firsts.map((f) => [f.id, iso(chToMs(f.first_seen))]))
       for (const id of missing) out.set(id, { stage: this.first, since: byId.get(id) ?? null, transition: null })
     }
@@ -202,10 +213,15 @@ export class Lifecycle {
     const userIds = [...new Set(relevant.filter((c) => c.signal.subject.type === 'user').map((c) => c.signal.subject.id))]
     const accountsOf = new Map<string, string[]>()
     if (userIds.length) {
-      const rows = await this.#store.query<{ user_id: string; account_id: string }>(
-        'SELECT DISTINCT user_id, account_id FROM memberships_v1 WHERE user_id IN {ids:Array(String)}',
-        { ids: userIds },
-      )
+      const rows: { user_id: string; account_id: string }[] = []
+      for (const ids of idChunks(userIds)) {
+        rows.push(
+          ...(await this.#store.query<{ user_id: string; account_id: string }>(
+            'SELECT DISTINCT user_id, account_id FROM memberships_v1 WHERE user_id IN {ids:Array(String)}',
+            { ids },
+          )),
+        )
+      }
       for (const r of rows) accountsOf.set(r.user_id, [...(accountsOf.get(r.user_id) ?? []), r.account_id])
     }
     const targets = (s: Signal): { type: SubjectType; id: string }[] => [
@@ -295,15 +311,15 @@ export class Lifecycle {
       .filter((c): c is typeof c & { stage: string } => c.stage !== null)
     if (candidates.length === 0) return []
     const subjectIds = [...new Set(candidates.map((c) => c.subject_id))]
-    const applied = new Set(
-      (
-        await this.#store.query<{ id: string; subject_id: string }>(
-          `SELECT DISTINCT subject_id, id FROM stage_transitions_v1
-           WHERE subject_type = {type:String} AND cause_type = 'trait' AND subject_id IN {ids:Array(String)}`,
-          { type, ids: subjectIds },
-        )
-      ).map((r) => `${r.subject_id}|${r.id}`),
-    )
+    const applied = new Set<string>()
+    for (const ids of idChunks(subjectIds)) {
+      const rows = await this.#store.query<{ id: string; subject_id: string }>(
+        `SELECT DISTINCT subject_id, id FROM stage_transitions_v1
+         WHERE subject_type = {type:String} AND cause_type = 'trait' AND subject_id IN {ids:Array(String)}`,
+        { type, ids },
+      )
+      for (const r of rows) applied.add(`${r.subject_id}|${r.id}`)
+    }
     const pending = candidates.filter((c) => !applied.has(`${c.subject_id}|${c.stageId}`))
     if (pending.length === 0) return []
     const current = await this.current(type, [...new Set(pending.map((c) => c.subject_id))])

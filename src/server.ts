@@ -80,6 +80,8 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     routes: [...new Set(app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`))],
     close() {
       closing ??= (async () => {
+        // Live streams never end by themselves: end them first.
+        delivery.closeStreams()
         // close() waits for open connections; keep-alive sockets that go idle after it (their
         // last response sent) would hold it for the keep-alive timeout, so they are swept.
         // Live streams never end by themselves: end them first.

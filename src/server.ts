@@ -84,8 +84,6 @@ export async function startServer(env: Record<string, string | undefined>): Prom
         delivery.closeStreams()
         // close() waits for open connections; keep-alive sockets that go idle after it (their
         // last response sent) would hold it for the keep-alive timeout, so they are swept.
-        // Live streams never end by themselves: end them first.
-        delivery.closeStreams()
         const sweep = setInterval(() => 'closeIdleConnections' in server && server.closeIdleConnections(), 50)
         await new Promise<void>((resolve) => server.close(() => resolve()))
         clearInterval(sweep)

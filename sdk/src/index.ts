@@ -37,6 +37,8 @@ export type SubscribeOptions = {
   kinds?: readonly SignalKind[]
   /** Start after this event id (e.g. the last one a previous process handled); default: live only. */
   lastEventId?: string
+  /** Called each time the stream is connected (first connection and every reconnection). */
+  onOpen?: () => void
   /** Connection problems and handler errors; the subscription keeps reconnecting unless the server refused it (401/403/400). */
   onError?: (err: Error) => void
   /** Reconnection delay: starts here, doubles per failed attempt… */
@@ -141,6 +143,7 @@ export class Signalbox {
         if (res.status === 400 || res.status === 401 || res.status === 403) throw new SubscriptionRefusedError(res.status, message)
         throw new Error(message)
       }
+      opts.onOpen?.()
       // Events are handled one at a time, in order; the last id moves only once a handler is done.
       let chain = Promise.resolve()
       const parser = createParser({

@@ -190,12 +190,20 @@ export class Dispatcher {
     this.#poll.unref?.()
   }
 
+  /**
+   * Catch up with endpoints changed elsewhere (another process, the CLI). A change the API made
+   * while the list was being read is newer than the list: it is kept, not undone.
+   */
   async #reloadEndpoints() {
+    const asked = Date.now()
     const all = await this.webhooks.list()
     const seen = new Set(all.map((w) => w.id))
-    for (const w of all) this.#apply(w)
+    for (const w of all) {
+      const held = this.#workers.get(w.id)?.webhook
+      if (!held || Date.parse(held.updated_at) <= Date.parse(w.updated_at)) this.#apply(w)
+    }
     for (const [id, worker] of this.#workers) {
-      if (!seen.has(id)) {
+      if (!seen.has(id) && Date.parse(worker.webhook.updated_at) < asked) {
         this.#workers.delete(id)
         void worker.retire()
       }
@@ -309,11 +317,6 @@ export class Dispatcher {
     this.#trustFrom = line
   }
 
-  /** For tests and the admin view: open deliveries held in memory per endpoint. */
-  queued(webhookId: string): number {
-    return this.#workers.get(webhookId)?.size ?? 0
-  }
-
   get stopSignal() {
     return this.#stop.signal
   }
@@ -344,10 +347,6 @@ class EndpointWorker {
 
   get accepting() {
     return this.webhook.enabled && !this.webhook.deleted
-  }
-
-  get size() {
-    return this.#queue.size + this.#inflight.size
   }
 
   update(w: WebhookRecord) {
@@ -411,6 +410,8 @@ class EndpointWorker {
   async #refill() {
     this.#loading = true
     try {
+      // Outcomes still being written would otherwise be read back as open.
+      await this.dispatcher.recorder.idle()
       const rows = await this.dispatcher.outbox.openFor(this.webhook.id, this.o.maxQueued, [...this.#inflight.keys()])
       this.#overflow = rows.length >= this.o.maxQueued
       for (const d of rows) this.#queue.set(d.id, d)

@@ -23,10 +23,6 @@ export class StreamHub {
     for (const end of [...this.#open]) end()
     this.#open.clear()
   }
-
-  get size() {
-    return this.#open.size
-  }
 }
 
 export type StreamOptions = {

@@ -7,6 +7,7 @@ import type { Store } from '../src/store/store.js'
 import { idChunks } from './ids.js'
 import type { Lifecycle } from './lifecycle.js'
 import { runRule, type RuleMatch } from './run.js'
+import { IDENTITY_CHANGE, type RuleEvents, ruleEvents, touches } from './relevance.js'
 import { parseDuration, type Rule } from './schema.js'
 import { listRules, SerialQueue, type StoredRule } from './store.js'
 
@@ -91,9 +92,11 @@ export class Evaluator {
   readonly #queue = new SerialQueue()
   #interval: ReturnType<typeof setTimeout> | undefined
   #debounce: ReturnType<typeof setTimeout> | undefined
-  #touched = { account: new Set<string>(), user: new Set<string>(), anonymous: new Set<string>() }
+  #touched = emptyTouched()
   #stopped = false
   #background: Promise<unknown> = Promise.resolve()
+  /** The loop that evaluates touched subjects, while it runs. */
+  #draining: Promise<void> | undefined
 
   constructor(store: Store, bus: SignalBus | undefined, opts: EvaluatorOptions = {}) {
     this.#store = store
@@ -117,28 +120,57 @@ export class Evaluator {
     clearTimeout(this.#debounce)
     this.#interval = this.#debounce = undefined
     await this.#background
+    await this.#draining
     await this.#queue.run(async () => undefined)
   }
 
   /** Run every enabled rule now: for all subjects, or only the given ones (incremental). */
-  evaluate(opts: { subjects?: Subjects; ruleIds?: string[] } = {}): Promise<EvaluationResult> {
+  evaluate(opts: EvaluateOptions = {}): Promise<EvaluationResult> {
     return this.#queue.run(() => this.#evaluate(opts))
   }
 
-  /** Hook for the ingestion writer: remember the subjects these stored events touch. */
+  /**
+   * Hook for the ingestion writer: remember the subjects these stored events touch, and what
+   * touched them (event names; identify / group / alias as IDENTITY_CHANGE). They are evaluated
+   * EVAL_DEBOUNCE_MS after the first touch; while an evaluation runs, new touches gather and are
+   * evaluated as soon as it ends, so under steady load evaluations run back to back (one every
+   * debounce period at most) and an event waits for at most the one under way.
+   */
   touch(events: readonly EventRow[]): void {
     if (this.#stopped) return
     for (const e of events) {
-      if (e.account_id) this.#touched.account.add(e.account_id)
-      if (e.user_id) this.#touched.user.add(e.user_id)
-      else if (e.anonymous_id) this.#touched.anonymous.add(e.anonymous_id)
+      const what = e.type === 'track' || e.type === 'page' || e.type === 'screen' ? e.event : IDENTITY_CHANGE
+      if (e.account_id) addTouch(this.#touched.account, e.account_id, what)
+      if (e.user_id) addTouch(this.#touched.user, e.user_id, what)
+      else if (e.anonymous_id) addTouch(this.#touched.anonymous, e.anonymous_id, what)
     }
-    if (this.#debounce || this.#opts.debounceMs === undefined) return
+    this.#scheduleTouched(this.#opts.debounceMs)
+  }
+
+  #scheduleTouched(delayMs: number | undefined) {
+    if (delayMs === undefined || this.#debounce || this.#draining || this.#stopped || isEmpty(this.#touched)) return
     this.#debounce = setTimeout(() => {
       this.#debounce = undefined
-      this.#background = this.#runTouched().catch((err) => this.#log?.error({ err }, 'incremental evaluation failed'))
-    }, this.#opts.debounceMs)
+      this.#draining = this.#drainTouched()
+        .catch((err) => this.#log?.error({ err }, 'incremental evaluation failed'))
+        .finally(() => {
+          this.#draining = undefined
+          // Touches that arrived as the loop ended.
+          this.#scheduleTouched(this.#opts.debounceMs)
+        })
+    }, delayMs)
     this.#debounce.unref?.()
+  }
+
+  async #drainTouched() {
+    const spacing = this.#opts.debounceMs ?? 0
+    while (!this.#stopped && !isEmpty(this.#touched)) {
+      const started = performance.now()
+      await this.#runTouched()
+      // Runs start at least a debounce period apart, so a trickle of events is still batched.
+      const rest = spacing - (performance.now() - started)
+      if (rest > 0 && !isEmpty(this.#touched)) await new Promise((r) => setTimeout(r, rest).unref?.())
+    }
   }
 
   #scheduleInterval() {
@@ -157,74 +189,103 @@ export class Evaluator {
 
   async #runTouched() {
     const touched = this.#touched
-    this.#touched = { account: new Set(), user: new Set(), anonymous: new Set() }
-    const subjects = await this.#expandTouched(touched)
+    this.#touched = emptyTouched()
+    const t0 = performance.now()
+    const by = await this.#expandTouched(touched)
+    const subjects = { account: [...by.account.keys()], user: [...by.user.keys()] }
     const n = subjects.account.length + subjects.user.length
+    this.#log?.debug({ ms: Math.round(performance.now() - t0), accounts: subjects.account.length, users: subjects.user.length }, 'touched subjects expanded')
     if (n === 0) return
+    const started = performance.now()
     // Past this many subjects a full run is cheaper than shipping the id lists.
-    const r = await this.evaluate(n > MAX_INCREMENTAL_SUBJECTS ? {} : { subjects })
+    const r = await this.evaluate(n > MAX_INCREMENTAL_SUBJECTS ? {} : { subjects, touchedBy: by })
+    const ms = Math.round(performance.now() - started)
     if (r.fired.length || r.resolved.length) {
-      this.#log?.info({ fired: r.fired.length, resolved: r.resolved.length, subjects: n }, 'incremental evaluation')
+      this.#log?.info({ fired: r.fired.length, resolved: r.resolved.length, subjects: n, ms }, 'incremental evaluation')
+    } else {
+      this.#log?.debug({ subjects: n, ms }, 'incremental evaluation')
     }
   }
 
   /**
    * Anonymous ids and aliased user ids → the users they were joined to (two hops, as the rules
-   * follow them: anonymous → id → alias); users → their accounts.
+   * follow them: anonymous → id → alias); users → their accounts. What touched an id touches
+   * the subjects it leads to.
    */
-  async #expandTouched(t: { account: Set<string>; user: Set<string>; anonymous: Set<string> }): Promise<Subjects> {
-    const users = new Set(t.user)
-    const accounts = new Set(t.account)
-    let frontier = [...t.anonymous, ...t.user]
-    for (let hop = 0; hop < 2 && frontier.length; hop++) {
-      const next: string[] = []
-      for (const ids of chunks(frontier)) {
-        const rows = await this.#store.query<{ user_id: string }>(
-          'SELECT DISTINCT user_id FROM identities_v1 WHERE previous_id IN {ids:Array(String)}',
+  async #expandTouched(t: Touched): Promise<TouchedBy> {
+    const users = new Map<string, Set<string>>()
+    for (const [id, what] of t.user) users.set(id, new Set(what))
+    const accounts = new Map<string, Set<string>>()
+    for (const [id, what] of t.account) accounts.set(id, new Set(what))
+    let frontier = new Map([...t.anonymous, ...t.user])
+    for (let hop = 0; hop < 2 && frontier.size; hop++) {
+      const next = new Map<string, Set<string>>()
+      for (const ids of chunks([...frontier.keys()])) {
+        const rows = await this.#store.query<{ previous_id: string; user_id: string }>(
+          'SELECT DISTINCT previous_id, user_id FROM identities_v1 WHERE previous_id IN {ids:Array(String)}',
           { ids },
         )
-        for (const r of rows) if (!users.has(r.user_id)) (users.add(r.user_id), next.push(r.user_id))
+        for (const r of rows) {
+          const what = frontier.get(r.previous_id) as Set<string>
+          const fresh = !users.has(r.user_id) || next.has(r.user_id)
+          for (const w of what) {
+            addTouch(users, r.user_id, w)
+            if (fresh) addTouch(next, r.user_id, w)
+          }
+        }
       }
       frontier = next
     }
-    for (const ids of chunks([...users])) {
-      const rows = await this.#store.query<{ account_id: string }>(
-        'SELECT DISTINCT account_id FROM memberships_v1 WHERE user_id IN {ids:Array(String)}',
+    for (const ids of chunks([...users.keys()])) {
+      const rows = await this.#store.query<{ user_id: string; account_id: string }>(
+        'SELECT DISTINCT user_id, account_id FROM memberships_v1 WHERE user_id IN {ids:Array(String)}',
         { ids },
       )
-      for (const r of rows) accounts.add(r.account_id)
+      for (const r of rows) for (const w of users.get(r.user_id) as Set<string>) addTouch(accounts, r.account_id, w)
     }
-    return { account: [...accounts], user: [...users] }
+    return { account: accounts, user: users }
   }
 
-  async #evaluate(opts: { subjects?: Subjects; ruleIds?: string[] }): Promise<EvaluationResult> {
+  async #evaluate(opts: EvaluateOptions): Promise<EvaluationResult> {
     const now = this.#now()
     const result: EvaluationResult = { fired: [], resolved: [], errors: [] }
     const all = await listRules(this.#store)
     const rules = all.filter((r) => r.enabled && (!opts.ruleIds || opts.ruleIds.includes(r.id)))
+    // Where the time goes, per phase (debug log): rules, traits, each rule's query + claim, recording.
+    const phases: Record<string, number> = {}
+    let mark = performance.now()
+    const lap = (name: string) => {
+      const t = performance.now()
+      phases[name] = Math.round((phases[name] ?? 0) + t - mark)
+      mark = t
+    }
     const record = async (ruleId: string, work: () => Promise<Change[]>) => {
       try {
         const changes = await work()
+        lap(ruleId)
         if (changes.length === 0) return
         await recordSignalEvents(this.#store, this.#bus, changes, now)
         for (const c of changes) (c.type === 'signal.fired' ? result.fired : result.resolved).push(c.signal)
         await this.#opts.lifecycle?.applySignals(changes, now)
+        lap('record')
       } catch (err) {
         this.#log?.error({ err, rule: ruleId }, 'rule evaluation failed')
         result.errors.push({ rule_id: ruleId, message: err instanceof Error ? err.message : String(err) })
       }
     }
+    lap('rules')
     // Traits first: a plan that became paid before a signal fired is the earlier move.
     try {
-      await this.#opts.lifecycle?.syncTraits(opts.subjects, now)
+      await this.#opts.lifecycle?.syncTraits(traitSubjects(opts), now)
+      lap('traits')
     } catch (err) {
       this.#log?.error({ err }, 'lifecycle trait sync failed')
       result.errors.push({ rule_id: '(lifecycle)', message: err instanceof Error ? err.message : String(err) })
     }
     for (const stored of rules) {
-      const ids = opts.subjects?.[stored.rule.subject]
+      const ids = relevantSubjects(stored.rule, opts)
       if (ids && ids.length === 0) continue
-      await record(stored.id, () => this.#evaluateRule(stored, ids, now))
+      await record(stored.id, () => this.#evaluateRule(stored, ids, now, lap))
     }
     // A full run also resolves the open signals of rules that were deleted since they fired (a
     // disabled rule's signals stay as they are: the rule is paused, not withdrawn).
@@ -232,6 +293,7 @@ export class Evaluator {
       const known = new Set(all.map((r) => r.id))
       await record('(deleted rules)', () => this.#resolveWithdrawn(known, now))
     }
+    this.#log?.debug({ phases, subjects: opts.subjects ? opts.subjects.account.length + opts.subjects.user.length : 'all' }, 'evaluation phases')
     return result
   }
 
@@ -250,12 +312,14 @@ export class Evaluator {
     return claim(this.#store, pending, now, this.#opts.claims ?? 'batch', this.#log)
   }
 
-  async #evaluateRule(stored: StoredRule, ids: string[] | undefined, now: number): Promise<Change[]> {
+  async #evaluateRule(stored: StoredRule, ids: string[] | undefined, now: number, lap?: (phase: string) => void): Promise<Change[]> {
     const { rule } = stored
     const matches = await runRule(this.#store, rule, { asOf: now, subjectIds: ids, shard: this.#opts.shard })
+    lap?.('query')
     const bySubject = new Map<string, RuleMatch>()
     for (const m of matches) bySubject.set(m.subjectId, m)
     const state = await loadEntryStates(this.#store, rule.id, rule.subject, ids, this.#opts.shard)
+    lap?.('state')
     const cooldown = cooldownOf(rule)
     const pending: Pending[] = []
     const toResolve: { subjectId: string; prev: EntryState }[] = []
@@ -293,6 +357,55 @@ export class Evaluator {
     }
     return claim(this.#store, pending, now, this.#opts.claims ?? 'batch', this.#log)
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Touched subjects
+
+/** What touched each id since the last incremental run: activity event names, or IDENTITY_CHANGE. */
+type Touched = { account: Map<string, Set<string>>; user: Map<string, Set<string>>; anonymous: Map<string, Set<string>> }
+/** The same for the subjects they lead to. */
+export type TouchedBy = { account: Map<string, Set<string>>; user: Map<string, Set<string>> }
+
+export type EvaluateOptions = {
+  /** Only these subjects (an incremental run); absent = every subject. */
+  subjects?: Subjects
+  /** With `subjects`: what touched each of them; a rule then runs only for the subjects touched by what it reads. */
+  touchedBy?: TouchedBy
+  ruleIds?: string[]
+}
+
+const emptyTouched = (): Touched => ({ account: new Map(), user: new Map(), anonymous: new Map() })
+const isEmpty = (t: Touched) => t.account.size === 0 && t.user.size === 0 && t.anonymous.size === 0
+
+function addTouch(map: Map<string, Set<string>>, id: string, what: string) {
+  const set = map.get(id)
+  if (set) set.add(what)
+  else map.set(id, new Set([what]))
+}
+
+const eventsOfRule = new WeakMap<Rule, RuleEvents>()
+
+/** The subjects a rule runs for: all (undefined), the given ones, or those of them touched by what it reads. */
+function relevantSubjects(rule: Rule, opts: EvaluateOptions): string[] | undefined {
+  const ids = opts.subjects?.[rule.subject]
+  const by = opts.touchedBy?.[rule.subject]
+  if (!ids || !by) return ids
+  let wanted = eventsOfRule.get(rule)
+  if (!wanted) eventsOfRule.set(rule, (wanted = ruleEvents(rule)))
+  const w = wanted
+  return ids.filter((id) => {
+    const what = by.get(id)
+    return what === undefined || touches(what, w)
+  })
+}
+
+/** Plan traits change only by identify / group: an incremental run syncs the subjects those touched. */
+function traitSubjects(opts: EvaluateOptions): Subjects | undefined {
+  const { subjects, touchedBy } = opts
+  if (!subjects || !touchedBy) return subjects
+  const changed = (type: 'account' | 'user') => subjects[type].filter((id) => touchedBy[type].get(id)?.has(IDENTITY_CHANGE) ?? true)
+  return { account: changed('account'), user: changed('user') }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -86,8 +86,8 @@ export const EnvSchema = z.object({
   EVAL_INTERVAL_MS: int(0, 86_400_000).default(60_000),
   /** Rules: evaluate the subjects touched by ingestion (soon after it stores their events). */
   EVAL_ON_INGEST: bool.default(true),
-  /** Rules: touched subjects are collected this long before their evaluation. */
-  EVAL_DEBOUNCE_MS: int(0, 600_000).default(500),
+  /** Rules: touched subjects are collected this long before their evaluation (and incremental runs start at least this far apart). */
+  EVAL_DEBOUNCE_MS: int(0, 600_000).default(250),
   /** Rules: split subjects by hash between this many instances… */
   EVAL_SHARDS: int(1, 1024).default(1),
   /** …of which this one evaluates shard number EVAL_SHARD (0-based, < EVAL_SHARDS). */

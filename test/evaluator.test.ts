@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chTime } from '../ingest/normalize.js'
 import { decide, Evaluator } from '../rules/evaluator.js'
+import { readFile } from 'node:fs/promises'
+import { parse as parseYaml } from 'yaml'
+import { IDENTITY_CHANGE, type RuleEvents, ruleEvents, touches } from '../rules/relevance.js'
 import { parseRule } from '../rules/schema.js'
 import { deleteRule, putRule } from '../rules/store.js'
 import { type Signal, SignalBus, type SignalEvent } from '../src/signals.js'
@@ -247,6 +250,57 @@ describe('evaluator', () => {
     while (!seen.some((x) => x.data.rule_id === 'touch') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
     expect(seen.filter((x) => x.data.rule_id === 'touch').map((x) => [x.type, x.data.subject.id])).toEqual([['signal.fired', 'touch-a']])
     await e.stop()
+  })
+
+  it('an incremental run gives a rule only the subjects touched by what it reads; later touches run after it', async () => {
+    await rule('relev', {}, 1)
+    // The same rule without an event name reads every activity event: it runs for every touched subject.
+    await putRule(db.store, parseRule({ id: 'relev-any', kind: 'pql', subject: 'account', when: { all: [{ metric: 'count', window: '7d', op: 'gte', value: 1 }] } }), '', NOW)
+    // Both accounts already qualify for `relev` (stored, never evaluated).
+    await db.put(['rel-a', 'rel-b', 'rel-c'].map((a) => ev({ at: NOW - DAY, event: 'relev event', accountId: a, userId: `u-${a}` })))
+    const bus = new SignalBus()
+    const fired: string[] = []
+    bus.on('events', (events) => fired.push(...events.filter((x) => x.type === 'signal.fired').map((x) => `${x.data.rule_id}:${x.data.subject.id}`)))
+    const { e } = evaluator({ debounceMs: 20, bus })
+    // rel-a receives an event `relev` does not read; rel-b a group call (traits: every rule).
+    const touch = [
+      ev({ at: NOW - HOUR, event: 'something else', accountId: 'rel-a', userId: 'u-rel-a' }),
+      ev({ type: 'group', at: NOW - HOUR, userId: 'u-rel-b', accountId: 'rel-b', traits: { plan: 'free' } }),
+    ]
+    await db.put(touch)
+    e.touch(touch)
+    const until = async (want: string[]) => {
+      const deadline = Date.now() + 10_000
+      while (!want.every((w) => fired.includes(w)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+      expect(fired).toEqual(expect.arrayContaining(want))
+    }
+    await until(['relev-any:rel-a', 'relev-any:rel-b', 'relev:rel-b'])
+    expect(fired).not.toContain('relev:rel-a')
+    // A later touch with the event the rule reads.
+    const more = [ev({ at: NOW - HOUR, event: 'relev event', accountId: 'rel-c', userId: 'u-rel-c' })]
+    await db.put(more)
+    e.touch(more)
+    await until(['relev:rel-c'])
+    await e.stop()
+    expect(fired.filter((f) => f.startsWith('relev:')).sort()).toEqual(['relev:rel-b', 'relev:rel-c'])
+    // The skipped subject was eligible all along: the periodic full run fires it.
+    expect(ids((await evaluator().e.evaluate({ ruleIds: ['relev'] })).fired)).toEqual(['rel-a'])
+  })
+
+  it('knows which events each rule reads', async () => {
+    const pack = await Promise.all(
+      ['pql-product-usage', 'mql-engaged-lead', 'seat-expansion'].map(async (id) => parseRule(parseYaml(await readFile(`rules/defaults/${id}.yaml`, 'utf8')))),
+    )
+    const [pql, mql, seats] = pack.map((r) => ruleEvents(r)) as [RuleEvents, RuleEvents, RuleEvents]
+    expect(pql).toBe('all')
+    expect(seats).toBe('all')
+    expect([...(mql as Set<string>)].sort()).toEqual(['Content Downloaded', 'Demo Requested', 'Page Viewed', 'Webinar Registered'])
+    const traitsOnly = ruleEvents(parseRule({ id: 't', kind: 'custom', subject: 'user', when: { all: [{ trait: 'plan', op: 'eq', value: 'pro' }] } }))
+    expect([...(traitsOnly as Set<string>)]).toEqual([])
+    expect(touches(new Set(['Page Viewed']), mql)).toBe(true)
+    expect(touches(new Set(['Message Sent']), mql)).toBe(false)
+    expect(touches(new Set([IDENTITY_CHANGE]), traitsOnly)).toBe(true)
+    expect(touches(new Set(['Message Sent']), pql)).toBe(true)
   })
 
   it('splits subjects between shards; a shard resolves only its own subjects', async () => {

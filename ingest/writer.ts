@@ -40,10 +40,11 @@ const LOOKUP_BYTES = 512 * 1024
  * large blocks while every request is still answered only after its rows are stored. A block is
  * written when `maxRows` rows are waiting, or when no request has joined it for `flushMs` (the
  * burst of requests that follows each acknowledgement has ended), and at the latest
- * `MAX_WAIT_FLUSHES × flushMs` after it began to form. One flush runs at a time; requests arriving
- * meanwhile form the next block. That single writer is also what makes deduplication exact: each
- * flush drops messages whose (source, message_id) is already stored or repeated in the block,
- * before inserting, so no count depends on background merges.
+ * `MAX_WAIT_FLUSHES × flushMs` after it began to form. Two flushes overlap at most: a block's
+ * dedup lookup and derived rows run while the previous block's events are inserted; events
+ * inserts run one at a time, in order. That is what keeps deduplication exact: each flush drops
+ * messages whose (source, message_id) is already stored, repeated in the block, or being stored
+ * by the previous block, before inserting, so no count depends on background merges.
  */
 export class GroupCommitWriter implements EventSink {
   #pending: Pending[] = []
@@ -51,7 +52,14 @@ export class GroupCommitWriter implements EventSink {
   #timer: ReturnType<typeof setTimeout> | undefined
   /** When the block now forming began to form (its first write, or the end of the last flush). */
   #formingSince: number | undefined
-  #flushing: Promise<void> | undefined
+  /** A block is in its first stage (dedup lookup, derived rows); one at a time. */
+  #preparing = false
+  /** Blocks between their first stage and the end of their events insert (at most two). */
+  #inFlight = 0
+  /** Whether the last block's events insert succeeded, once it has ended. */
+  #tail: Promise<boolean> = Promise.resolve(true)
+  /** The messages the last block may still be storing. */
+  #tailKeys: Set<string> | undefined
   #closed = false
   #idle: (() => void)[] = []
 
@@ -90,13 +98,13 @@ export class GroupCommitWriter implements EventSink {
   async close(): Promise<void> {
     this.#closed = true
     if (this.#pending.length > 0) this.#kick()
-    if (!this.#flushing && this.#pending.length === 0) return
+    if (this.#inFlight === 0 && !this.#preparing && this.#pending.length === 0) return
     await new Promise<void>((resolve) => this.#idle.push(resolve))
   }
 
   /** Decide when the waiting rows are written: now, or after a quiet `flushMs`. */
   #schedule() {
-    if (this.#flushing || this.#pending.length === 0) return // a running flush reschedules when it ends
+    if (this.#preparing || this.#inFlight >= 2 || this.#pending.length === 0) return // a running flush reschedules when it ends
     const { flushMs, maxRows } = this.opts
     if (this.#pendingRows >= maxRows || flushMs === 0) return this.#kick()
     const now = performance.now()
@@ -109,7 +117,7 @@ export class GroupCommitWriter implements EventSink {
   #kick() {
     clearTimeout(this.#timer)
     this.#timer = undefined
-    if (this.#flushing || this.#pending.length === 0) return
+    if (this.#preparing || this.#inFlight >= 2 || this.#pending.length === 0) return
     this.#formingSince = undefined
     const items: Pending[] = []
     let rows = 0
@@ -119,8 +127,10 @@ export class GroupCommitWriter implements EventSink {
       items.push(item)
     }
     this.#pendingRows -= rows
+    this.#preparing = true
+    this.#inFlight++
     const started = performance.now()
-    this.#flushing = this.#flush(items).then(
+    void this.#flush(items).then(
       (stored) => {
         for (const i of items) i.resolve()
         this.opts.logger?.debug({ requests: items.length, rows, stored: stored.length, ms: Math.round(performance.now() - started) }, 'flushed')
@@ -137,22 +147,100 @@ export class GroupCommitWriter implements EventSink {
         const failure = new StoreUnavailableError(err)
         for (const i of items) i.reject(failure)
       },
-    )
-    void this.#flushing.finally(() => {
-      this.#flushing = undefined
-      if (this.#closed && this.#pending.length > 0) this.#kick()
-      else if (this.#pending.length > 0) {
-        // Requests that arrived during the flush form the next block, joined by those that the
-        // clients just acknowledged send next: it is written once that burst is over.
-        this.#formingSince = performance.now()
-        this.#schedule()
-      } else for (const done of this.#idle.splice(0)) done()
+    ).finally(() => {
+      this.#inFlight--
+      this.#next()
     })
   }
 
-  #flush(items: Pending[]): Promise<EventRow[]> {
-    return storeBlock(this.store, { events: items.flatMap((i) => i.events), errors: items.flatMap((i) => i.errors) })
+  /** After a stage ends: start the next block if one waits, or report idle. */
+  #next() {
+    if (this.#pending.length > 0) {
+      if (this.#closed) return this.#kick()
+      // Requests that arrived during the flush form the next block, joined by those that the
+      // clients just acknowledged send next: it is written once that burst is over.
+      this.#formingSince ??= performance.now()
+      return this.#schedule()
+    }
+    if (this.#inFlight === 0 && !this.#preparing) for (const done of this.#idle.splice(0)) done()
   }
+
+  /**
+   * Two flushes overlap: this block's dedup lookup and derived rows are written while the
+   * previous block's events insert runs. Events inserts stay in order. Messages the previous
+   * block is storing are held back ("deferred"); if that block fails, they are looked up again
+   * once it has ended and stored here, so no message is stored twice or lost.
+   */
+  async #flush(items: Pending[]): Promise<EventRow[]> {
+    let prepared: Prepared
+    try {
+      prepared = await prepareBlock(this.store, { events: items.flatMap((i) => i.events), errors: items.flatMap((i) => i.errors) }, {}, this.#tailKeys)
+    } finally {
+      this.#preparing = false
+    }
+    const previous = this.#tail
+    const keys = new Set<string>()
+    for (const e of prepared.fresh) keys.add(dedupKey(e))
+    for (const e of prepared.deferred) keys.add(dedupKey(e))
+    const commit = (async () => {
+      const previousStored = await previous
+      let events = prepared.fresh
+      if (!previousStored && prepared.deferred.length > 0) {
+        const back = await dropStored(this.store, prepared.deferred)
+        await insertDerived(this.store, deriveRows(back))
+        events = events.concat(back)
+      }
+      await this.store.insert('events_v1', events)
+      return events
+    })()
+    this.#tail = commit.then(
+      () => true,
+      () => false,
+    )
+    this.#tailKeys = keys
+    void this.#tail.then(() => {
+      if (this.#tailKeys === keys) this.#tailKeys = undefined
+    })
+    // The next block may prepare while this one's events are inserted.
+    this.#next()
+    return commit
+  }
+}
+
+type Prepared = { fresh: EventRow[]; deferred: EventRow[] }
+
+const dedupKey = (e: EventRow) => `${e.source}\u0000${e.message_id}`
+
+async function insertDerived(store: Store, derived: ReturnType<typeof deriveRows>, errors: IngestErrorRow[] = [], settings?: InsertSettings) {
+  const insert = (table: string, rows: readonly object[]) => store.insert(table, rows, rows.length ? settings?.(table, rows) : undefined)
+  await Promise.all([
+    insert('ingest_errors_v1', errors),
+    insert('users_v1', derived.users),
+    insert('accounts_v1', derived.accounts),
+    insert('memberships_v1', derived.memberships),
+    insert('identities_v1', derived.identities),
+    insert('user_traits_v1', derived.userTraits),
+    insert('account_traits_v1', derived.accountTraits),
+  ])
+}
+
+/**
+ * The first stage of storing a block: drop messages already stored, hold back those `inFlight`
+ * (a previous block is storing them), and write the derived rows of the rest.
+ */
+async function prepareBlock(store: Store, batch: WriteBatch, opts: StoreBlockOptions, inFlight?: Set<string>): Promise<Prepared> {
+  let events = batch.events
+  const deferred: EventRow[] = []
+  if (inFlight && inFlight.size > 0) {
+    events = []
+    for (const e of batch.events) (inFlight.has(dedupKey(e)) ? deferred : events).push(e)
+  }
+  const fresh = await dropStored(store, events, opts)
+  // Derived rows first, events last: the events row is the commit record that dedup checks,
+  // and every derived table is idempotent, so a crash between the two inserts followed by a
+  // client retry rewrites the derived rows harmlessly and then stores the events once.
+  await insertDerived(store, deriveRows(fresh), batch.errors, opts.settings)
+  return { fresh, deferred }
 }
 
 /** Per-insert ClickHouse settings (e.g. an insert deduplication token), chosen per table and rows. */
@@ -177,22 +265,8 @@ export type StoreBlockOptions = {
  * Returns the events newly stored.
  */
 export async function storeBlock(store: Store, batch: WriteBatch, opts: StoreBlockOptions = {}): Promise<EventRow[]> {
-  const fresh = await dropStored(store, batch.events, opts)
-  const derived = deriveRows(fresh)
-  const insert = (table: string, rows: readonly object[]) => store.insert(table, rows, rows.length ? opts.settings?.(table, rows) : undefined)
-  // Derived rows first, events last: the events row is the commit record that dedup checks,
-  // and every derived table is idempotent, so a crash between the two inserts followed by a
-  // client retry rewrites the derived rows harmlessly and then stores the events once.
-  await Promise.all([
-    insert('ingest_errors_v1', batch.errors),
-    insert('users_v1', derived.users),
-    insert('accounts_v1', derived.accounts),
-    insert('memberships_v1', derived.memberships),
-    insert('identities_v1', derived.identities),
-    insert('user_traits_v1', derived.userTraits),
-    insert('account_traits_v1', derived.accountTraits),
-  ])
-  await insert('events_v1', fresh)
+  const { fresh } = await prepareBlock(store, batch, opts)
+  await store.insert('events_v1', fresh, fresh.length ? opts.settings?.('events_v1', fresh) : undefined)
   return fresh
 }
 

@@ -337,6 +337,71 @@ describe('GroupCommitWriter', () => {
     await writer.close()
   })
 
+  /** The real store, with the first events insert held until released (and made to fail if asked). */
+  function gated(opts: { failFirst: boolean }) {
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    const calls: { table: string; rows: number }[] = []
+    let eventsInserts = 0
+    const s: Store = {
+      ...store(),
+      async insert(table, rows, settings) {
+        calls.push({ table, rows: rows.length })
+        if (table === 'events_v1' && eventsInserts++ === 0) {
+          await held
+          if (opts.failFirst) throw new Error('refused for the test')
+        }
+        return store().insert(table, rows, settings)
+      },
+    }
+    return { store: s, calls, release }
+  }
+  const until = async (cond: () => boolean) => {
+    const deadline = Date.now() + 5000
+    while (!cond()) {
+      if (Date.now() > deadline) throw new Error('condition not met within 5 s')
+      await new Promise((r) => setTimeout(r, 5))
+    }
+  }
+
+  it('pipelines two flushes: the second prepares during the first insert, and overlapping ids are stored once', async () => {
+    const g = gated({ failFirst: false })
+    const writer = new GroupCommitWriter(g.store, { flushMs: 1, maxRows: 5 })
+    const ids = Array.from({ length: 7 }, () => uid('pipe'))
+    const order: string[] = []
+    const first = writer.write({ events: ids.slice(0, 5).map(event), errors: [] }).then(() => order.push('first'))
+    await until(() => g.calls.some((c) => c.table === 'events_v1'))
+    // ids 2..4 are in both blocks; the second block is written while the first is still held.
+    const second = writer.write({ events: ids.slice(2).map(event), errors: [] }).then(() => order.push('second'))
+    await until(() => g.calls.filter((c) => c.table === 'users_v1').length === 2)
+    expect(g.calls.filter((c) => c.table === 'events_v1')).toEqual([{ table: 'events_v1', rows: 5 }])
+    g.release()
+    await Promise.all([first, second])
+    expect(order).toEqual(['first', 'second'])
+    expect(g.calls.filter((c) => c.table === 'events_v1').map((c) => c.rows)).toEqual([5, 2])
+    expect(await storedIds(ids)).toEqual([...ids].sort())
+    await writer.close()
+  })
+
+  it('a failing flush fails its writes; the next flush holding the same ids stores them once', async () => {
+    const g = gated({ failFirst: true })
+    const writer = new GroupCommitWriter(g.store, { flushMs: 1, maxRows: 5 })
+    const ids = Array.from({ length: 7 }, () => uid('pipefail'))
+    const first = writer.write({ events: ids.slice(0, 5).map(event), errors: [] })
+    await until(() => g.calls.some((c) => c.table === 'events_v1'))
+    const second = writer.write({ events: ids.slice(2).map(event), errors: [] })
+    await until(() => g.calls.filter((c) => c.table === 'users_v1').length === 2)
+    g.release()
+    await expect(first).rejects.toBeInstanceOf(StoreUnavailableError)
+    await second
+    // The second block stored its own ids, including those the failed block held.
+    expect(await storedIds(ids)).toEqual(ids.slice(2).sort())
+    // The client retries the failed block: only its missing ids are added.
+    await writer.write({ events: ids.slice(0, 5).map(event), errors: [] })
+    expect(await storedIds(ids)).toEqual([...ids].sort())
+    await writer.close()
+  })
+
   it('close() flushes what is waiting, then refuses new writes', async () => {
     const writer = new GroupCommitWriter(store(), { flushMs: 1000, maxRows: 10_000 })
     const id = uid('closing')

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { StoreUnavailableError } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
-import type { EventRow } from './normalize.js'
+import { chTime, type EventRow } from './normalize.js'
 
 export type IngestErrorRow = {
   id: string
@@ -62,6 +62,7 @@ export class GroupCommitWriter implements EventSink {
   #tailKeys: Set<string> | undefined
   #closed = false
   #idle: (() => void)[] = []
+  #seen: SeenCache | undefined
 
   constructor(
     private readonly store: Store,
@@ -77,8 +78,17 @@ export class GroupCommitWriter implements EventSink {
        * writes fail at once (503, the client retries later) instead of piling up in memory.
        */
       maxPendingRows?: number
+      /**
+       * Users/accounts/memberships rows remembered as stored, to skip rewriting them (default 0,
+       * off: last_seen is then exact instead of trailing by up to SEEN_LAG_MS). The cache assumes
+       * those tables are only appended to while the writer lives (no TRUNCATE behind its back).
+       */
+      seenCacheEntries?: number
     },
-  ) {}
+  ) {
+    const entries = opts.seenCacheEntries ?? 0
+    if (entries > 0) this.#seen = new SeenCache(entries)
+  }
 
   write(batch: WriteBatch): Promise<void> {
     if (this.#closed) return Promise.reject(new StoreUnavailableError('the service is shutting down'))
@@ -174,7 +184,7 @@ export class GroupCommitWriter implements EventSink {
   async #flush(items: Pending[]): Promise<EventRow[]> {
     let prepared: Prepared
     try {
-      prepared = await prepareBlock(this.store, { events: items.flatMap((i) => i.events), errors: items.flatMap((i) => i.errors) }, {}, this.#tailKeys)
+      prepared = await prepareBlock(this.store, { events: items.flatMap((i) => i.events), errors: items.flatMap((i) => i.errors) }, {}, this.#tailKeys, this.#seen)
     } finally {
       this.#preparing = false
     }
@@ -187,7 +197,7 @@ export class GroupCommitWriter implements EventSink {
       let events = prepared.fresh
       if (!previousStored && prepared.deferred.length > 0) {
         const back = await dropStored(this.store, prepared.deferred)
-        await insertDerived(this.store, deriveRows(back))
+        await insertDerived(this.store, deriveRows(back)) // not via the cache: rare, and always exact
         events = events.concat(back)
       }
       await this.store.insert('events_v1', events)
@@ -209,6 +219,56 @@ export class GroupCommitWriter implements EventSink {
 
 type Prepared = { fresh: EventRow[]; deferred: EventRow[] }
 
+/** How far a stored last_seen may trail the newest event before its row is written again. */
+export const SEEN_LAG_MS = 60_000
+
+/**
+ * The users, accounts and memberships rows known to be stored, so a flush skips rewriting a row
+ * the store already covers: its stored first_seen is not later than the new one and its stored
+ * last_seen is at most `SEEN_LAG_MS` older than the new one. So first_seen is always exact, and
+ * a last_seen read from these tables may trail the newest event by up to `SEEN_LAG_MS` (while
+ * events keep coming within that lag). Filled only after the rows' insert succeeded, empty after
+ * a restart (the first flush rewrites), and bounded: the least recently written entries go first.
+ */
+export class SeenCache {
+  #rows = new Map<string, { first: string; lastLimit: string }>()
+  constructor(private readonly maxEntries = 200_000) {}
+
+  get size() {
+    return this.#rows.size
+  }
+
+  /** Whether a row with this span is already covered in the store. */
+  covers(key: string, row: Span): boolean {
+    const seen = this.#rows.get(key)
+    return seen !== undefined && seen.first <= row.first_seen && row.last_seen <= seen.lastLimit
+  }
+
+  /** Record rows that were just stored (their span widened by what was stored before). */
+  stored(key: string, row: Span) {
+    const seen = this.#rows.get(key)
+    const first = seen && seen.first < row.first_seen ? seen.first : row.first_seen
+    const lastLimit = chTime(Date.parse(`${row.last_seen.replace(' ', 'T')}Z`) + SEEN_LAG_MS)
+    if (seen) this.#rows.delete(key)
+    // Keep the larger limit: an older stored last_seen never lowers what the store holds.
+    this.#rows.set(key, { first, lastLimit: seen && seen.lastLimit > lastLimit ? seen.lastLimit : lastLimit })
+    if (this.#rows.size > this.maxEntries) this.#rows.delete(this.#rows.keys().next().value as string)
+  }
+}
+
+/** Drop the rows `seen` covers; returns the kept rows with their cache keys. */
+function uncovered<R extends Span>(seen: SeenCache, prefix: string, rows: R[], key: (r: R) => string): { rows: R[]; keys: string[] } {
+  const kept: R[] = []
+  const keys: string[] = []
+  for (const r of rows) {
+    const k = prefix + key(r)
+    if (seen.covers(k, r)) continue
+    kept.push(r)
+    keys.push(k)
+  }
+  return { rows: kept, keys }
+}
+
 const dedupKey = (e: EventRow) => `${e.source}\u0000${e.message_id}`
 
 async function insertDerived(store: Store, derived: ReturnType<typeof deriveRows>, errors: IngestErrorRow[] = [], settings?: InsertSettings) {
@@ -228,7 +288,7 @@ async function insertDerived(store: Store, derived: ReturnType<typeof deriveRows
  * The first stage of storing a block: drop messages already stored, hold back those `inFlight`
  * (a previous block is storing them), and write the derived rows of the rest.
  */
-async function prepareBlock(store: Store, batch: WriteBatch, opts: StoreBlockOptions, inFlight?: Set<string>): Promise<Prepared> {
+async function prepareBlock(store: Store, batch: WriteBatch, opts: StoreBlockOptions, inFlight?: Set<string>, seen?: SeenCache): Promise<Prepared> {
   let events = batch.events
   const deferred: EventRow[] = []
   if (inFlight && inFlight.size > 0) {
@@ -239,7 +299,16 @@ async function prepareBlock(store: Store, batch: WriteBatch, opts: StoreBlockOpt
   // Derived rows first, events last: the events row is the commit record that dedup checks,
   // and every derived table is idempotent, so a crash between the two inserts followed by a
   // client retry rewrites the derived rows harmlessly and then stores the events once.
-  await insertDerived(store, deriveRows(fresh), batch.errors, opts.settings)
+  const derived = deriveRows(fresh)
+  if (!seen) {
+    await insertDerived(store, derived, batch.errors, opts.settings)
+    return { fresh, deferred }
+  }
+  const users = uncovered(seen, 'u\u0000', derived.users, (r) => r.user_id)
+  const accounts = uncovered(seen, 'a\u0000', derived.accounts, (r) => r.account_id)
+  const memberships = uncovered(seen, 'm\u0000', derived.memberships, (r) => `${r.account_id}\u0000${r.user_id}`)
+  await insertDerived(store, { ...derived, users: users.rows, accounts: accounts.rows, memberships: memberships.rows }, batch.errors, opts.settings)
+  for (const t of [users, accounts, memberships]) t.rows.forEach((r, i) => seen.stored(t.keys[i] as string, r))
   return { fresh, deferred }
 }
 

@@ -51,6 +51,11 @@ export const EnvSchema = z.object({
   /** Group commit: flush as soon as this many messages are waiting. */
   INGEST_MAX_BATCH_ROWS: int(1, 1_000_000).default(10_000),
   /**
+   * Users/accounts/memberships rows remembered as stored, so a flush skips rewriting them; their
+   * last_seen may then trail the newest event by up to 60 s. 0 turns it off.
+   */
+  INGEST_SEEN_CACHE: int(0, 10_000_000).default(200_000),
+  /**
    * Cluster mode: the ClickHouse cluster name (as in the server's `remote_servers`). Migrations then
    * emit `ON CLUSTER`, Replicated engines and Distributed tables over sharded local tables.
    */

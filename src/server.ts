@@ -50,6 +50,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const sink = new GroupCommitWriter(store, {
     flushMs: config.INGEST_FLUSH_MS,
     maxRows: config.INGEST_MAX_BATCH_ROWS,
+    seenCacheEntries: config.INGEST_SEEN_CACHE,
     // Subjects touched by new events are re-evaluated within EVAL_DEBOUNCE_MS.
     onStored: config.EVAL_ON_INGEST ? (events) => evaluator.touch(events) : undefined,
     logger,

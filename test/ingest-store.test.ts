@@ -402,6 +402,41 @@ describe('GroupCommitWriter', () => {
     await writer.close()
   })
 
+  it('the seen cache skips users/accounts/memberships rows the store covers, and still writes traits and widened spans', async () => {
+    const written: Record<string, object[]> = {}
+    const s: Store = {
+      ...store(),
+      insert: (table, rows, settings) => {
+        ;(written[table] ??= []).push(...rows)
+        return store().insert(table, rows, settings)
+      },
+    }
+    const writer = new GroupCommitWriter(s, { flushMs: 0, maxRows: 10_000, seenCacheEntries: 1000 })
+    const user = uid('seen-user')
+    const account = uid('seen-acc')
+    const t0 = Date.UTC(2026, 0, 10, 12)
+    const at = (ms: number, extra: Partial<ReturnType<typeof event>> = {}) => ({ ...event(uid('seen')), user_id: user, account_id: account, timestamp: chTime(ms), ...extra })
+    const rows = (table: string) => (written[table] ?? []).filter((r) => (r as { user_id?: string; account_id?: string }).user_id === user || (r as { account_id?: string }).account_id === account)
+    const counts = () => [rows('users_v1').length, rows('accounts_v1').length, rows('memberships_v1').length]
+    await writer.write({ events: [at(t0)], errors: [] })
+    expect(counts()).toEqual([1, 1, 1])
+    // Within 60 s after the stored last_seen: covered, nothing rewritten; a changed trait is still written.
+    await writer.write({ events: [at(t0 + 30_000, { type: 'identify', traits: '{"plan":"pro"}' })], errors: [] })
+    expect(counts()).toEqual([1, 1, 1])
+    expect(rows('user_traits_v1')).toEqual([expect.objectContaining({ user_id: user, key: 'plan', value: '"pro"' })])
+    // An earlier first_seen, or a last_seen more than 60 s later, is written.
+    await writer.write({ events: [at(t0 - 1000)], errors: [] })
+    expect(counts()).toEqual([2, 2, 2])
+    await writer.write({ events: [at(t0 + 61_000)], errors: [] })
+    expect(counts()).toEqual([3, 3, 3])
+    const [seen] = await store().query<{ first_seen: string; last_seen: string }>(
+      'SELECT min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM users_v1 WHERE user_id = {user:String}',
+      { user },
+    )
+    expect(seen).toEqual({ first_seen: chTime(t0 - 1000), last_seen: chTime(t0 + 61_000) })
+    await writer.close()
+  })
+
   it('close() flushes what is waiting, then refuses new writes', async () => {
     const writer = new GroupCommitWriter(store(), { flushMs: 1000, maxRows: 10_000 })
     const id = uid('closing')

@@ -4,6 +4,7 @@ import { Lifecycle, lifecycleFromConfig } from '../rules/lifecycle.js'
 import { createApp } from './app.js'
 import { consumeIngestBatch } from './edge/consumer.js'
 import { runScheduled, touchedSubjects } from './edge/cron.js'
+import { consumeDeliveryBatch, queueDeliveries, sendDeliveryMessages } from './edge/deliveries.js'
 import { type EdgeConfig, configFromBindings, type WorkerEnv } from './edge/config.js'
 import { createEdgeLogger } from './edge/logger.js'
 import { QueueSink } from './edge/queue-sink.js'
@@ -20,6 +21,10 @@ import type { Store } from './store/store.js'
  * Trigger (which evaluates the rules). It holds no logic of its own.
  */
 type Runtime = { config: EdgeConfig; store: Store; logger: Logger; evaluator: Evaluator; app: ReturnType<typeof createApp> }
+
+/** The delivery queue's name in wrangler.toml (its batches are routed to the delivery consumer). */
+const DELIVERY_QUEUE_NAME = 'signalbox-deliveries'
+const RETRY_PATH = /^\/v1\/deliveries\/([^/]+)\/retry$/
 
 // One runtime per isolate and bindings object: built on first use, reused by later requests.
 const runtimes = new WeakMap<object, Runtime>()
@@ -58,11 +63,31 @@ export default {
     } catch (err) {
       return misconfigured(err)
     }
-    return rt.app.fetch(request, env, ctx as never)
+    const res = await rt.app.fetch(request, env, ctx as never)
+    // A replayed delivery (a new round, same id) goes to the delivery queue at once; should the
+    // send fail, the next Cron Trigger queues it (it is open in the outbox).
+    const retried = request.method === 'POST' && res.ok ? RETRY_PATH.exec(new URL(request.url).pathname) : null
+    if (retried && env.DELIVERY_QUEUE) {
+      await sendDeliveryMessages(env.DELIVERY_QUEUE, [decodeURIComponent(retried[1] as string)]).catch((err) =>
+        rt.logger.warn({ err }, 'webhooks: a replayed delivery could not be queued; the next scheduled run queues it'),
+      )
+    }
+    return res
   },
 
   async queue(batch: QueueBatch<unknown>, env: WorkerEnv, ctx: ExecutionContext): Promise<void> {
     const rt = runtimeFor(env)
+    if (batch.queue === DELIVERY_QUEUE_NAME || batch.queue.startsWith(`${DELIVERY_QUEUE_NAME}-`)) {
+      const c = rt.config
+      await consumeDeliveryBatch(batch, {
+        store: rt.store,
+        logger: rt.logger,
+        policy: { maxAttempts: c.WEBHOOK_MAX_ATTEMPTS, baseMs: c.WEBHOOK_BACKOFF_BASE_MS, maxMs: c.WEBHOOK_BACKOFF_MAX_MS },
+        timeoutMs: c.WEBHOOK_TIMEOUT_MS,
+        publicUrl: c.PUBLIC_URL,
+      })
+      return
+    }
     await consumeIngestBatch(batch, {
       store: rt.store,
       logger: rt.logger,
@@ -78,6 +103,11 @@ export default {
   async scheduled(_event: ScheduledEvent, env: WorkerEnv): Promise<void> {
     const rt = runtimeFor(env)
     // Awaited: a failing run (the store unreachable) is reported as a failed invocation.
-    await runScheduled({ evaluator: rt.evaluator, logger: rt.logger })
+    const queue = env.DELIVERY_QUEUE
+    await runScheduled({
+      evaluator: rt.evaluator,
+      logger: rt.logger,
+      deliver: queue ? () => queueDeliveries({ store: rt.store, queue, now: Date.now }) : undefined,
+    })
   },
 }

@@ -2,15 +2,12 @@ import type { Logger } from 'pino'
 import { ApiError } from '../errors.js'
 import type { SignalBus } from '../signals.js'
 import type { Store } from '../store/store.js'
-import { sendAttempt } from './attempt.js'
-import { type RetryPolicy, retryDelay } from './backoff.js'
+import type { RetryPolicy } from './backoff.js'
+import { attemptDelivery } from './deliver.js'
 import { deliveryIdFor, eventIdFloor, idTime } from './ids.js'
 import { type LogRow, payloadFromLog, readLog } from './log.js'
 import { AttemptRecorder, type DeliveryRecord, OutboxStore } from './outbox.js'
-import type { WebhookPayload } from './payload.js'
-import { signatureHeaders } from './signing.js'
-import { slackMessage } from './slack.js'
-import { signingSecrets, type WebhookRecord, WebhookStore, webhookWants } from './webhooks.js'
+import { type WebhookRecord, WebhookStore, webhookWants } from './webhooks.js'
 
 export type DispatcherOptions = {
   store: Store
@@ -435,40 +432,13 @@ class EndpointWorker {
 
   async #attempt(d: DeliveryRecord) {
     const w = this.webhook
-    const at = this.o.now()
-    const body = w.format === 'slack' ? JSON.stringify(slackMessage(JSON.parse(d.payload) as WebhookPayload, this.dispatcher.publicUrl)) : d.payload
-    const headers = signatureHeaders({ id: d.id, at, body, secrets: signingSecrets(w, at) })
-    const result = await sendAttempt({ url: w.url, body, headers, timeoutMs: this.o.timeoutMs, stop: this.dispatcher.stopSignal, now: this.o.now })
-    const done = this.o.now()
-    const attempts = d.attempts + 1
-    // A shutdown says nothing about the endpoint: it does not use up the round.
-    const round = result.interrupted ? d.round_attempts : d.round_attempts + 1
-    const base = { ...d, attempts, round_attempts: round, last_status_code: result.statusCode, updated_at: done }
-    let next: DeliveryRecord
-    if (result.ok) {
-      next = { ...base, status: 'delivered', next_attempt_at: null, last_error: '', delivered_at: done }
-    } else if (!result.retriable || round >= this.o.policy.maxAttempts) {
-      const why = result.retriable ? `${result.error}; dead-lettered after ${round} attempts` : result.error
-      next = { ...base, status: 'dead', next_attempt_at: null, last_error: why }
-    } else {
-      const wait = result.interrupted ? 0 : retryDelay(round, this.o.policy, result.retryAfterMs, this.o.random)
-      next = { ...base, status: 'retrying', next_attempt_at: done + wait, last_error: result.error }
-    }
+    const { next, attempt, result } = await attemptDelivery(d, w, { ...this.o, publicUrl: this.dispatcher.publicUrl, stop: this.dispatcher.stopSignal })
     // The outcome is recorded in the background (group commit) and the slot is free at once: if the
     // process dies before the row is written, the delivery is attempted again after the restart
     // with the same webhook-id (at least once). Later states of a delivery are always written after
     // earlier ones (flushes run in order), so the newest row wins.
     this.dispatcher.recorder
-      .record(next, {
-        delivery_id: d.id,
-        webhook_id: d.webhook_id,
-        attempt: attempts,
-        at,
-        status_code: result.statusCode,
-        error: result.error,
-        response: result.response,
-        duration_ms: result.durationMs,
-      })
+      .record(next, attempt)
       .catch((err) => this.o.logger.warn({ err, delivery: d.id }, 'webhooks: could not record an attempt'))
     if (next.status === 'retrying' && !this.#stopped) this.#queue.set(next.id, next)
     this.o.logger.debug({ delivery: d.id, webhook: w.id, status: next.status, code: result.statusCode, ms: result.durationMs }, 'webhook attempt')

@@ -1,13 +1,16 @@
 import { type Config, ConfigError, loadConfig } from '../config.js'
+import type { DeliveryMessage } from './deliveries.js'
 import type { IngestEnvelope } from './envelope.js'
 import type { QueueProducer } from './types.js'
 
 /**
- * The bindings signalbox reads on Workers: the ingestion queue, and every variable of the Node
+ * The bindings signalbox reads on Workers: the ingestion and delivery queues, and every variable of the Node
  * environment (`[vars]` in wrangler.toml, secrets set with `wrangler secret put`).
  */
 export type WorkerEnv = {
   INGEST_QUEUE: QueueProducer<IngestEnvelope>
+  /** Webhook deliveries (one message per delivery); without it the Worker records signals but sends no webhooks. */
+  DELIVERY_QUEUE?: QueueProducer<DeliveryMessage>
 } & Record<string, unknown>
 
 /** What the edge cannot do without: no embedded engine, no DATA_DIR to keep generated secrets in. */

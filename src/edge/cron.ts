@@ -4,26 +4,22 @@ import type { EvaluationResult, Evaluator } from '../../rules/evaluator.js'
 export type CronDeps = {
   evaluator: Evaluator
   logger: Logger
-  /**
-   * Queue and send the webhook deliveries of new signal events.
-   * SEAM: wired once the delivery module (src/delivery/) exposes one run of its outbox; until
-   * then the Worker records signals and the Node service (or the next one with delivery) sends.
-   */
-  deliver?: () => Promise<{ queued: number; sent: number }>
+  /** Record and queue the webhook deliveries of new signal events (src/edge/deliveries.ts). */
+  deliver?: () => Promise<{ queued: number; requeued: number }>
 }
 
 export type CronResult = {
   fired: number
   resolved: number
   errors: EvaluationResult['errors']
-  deliveries: { queued: number; sent: number } | null
+  deliveries: { queued: number; requeued: number } | null
   ms: number
 }
 
 /**
  * The Cron Trigger: evaluate every enabled rule as SQL on ClickHouse (the same evaluator as on
  * Node: claims make a signal fire once even if a Node instance evaluates too), then hand the new
- * signal events to the webhook outbox. A failing store fails the run loudly; the next trigger
+ * signal events to the webhook outbox (recorded, then sent to the delivery queue). A failing store fails the run loudly; the next trigger
  * evaluates again.
  */
 export async function runScheduled(deps: CronDeps): Promise<CronResult> {
@@ -38,7 +34,6 @@ export async function runScheduled(deps: CronDeps): Promise<CronResult> {
     ms: Math.round(performance.now() - started),
   }
   deps.logger.info(out, 'scheduled evaluation')
-  if (!deps.deliver) deps.logger.warn('scheduled run: webhook delivery is not wired into the Worker yet (see src/edge/cron.ts)')
   return out
 }
 

@@ -19,6 +19,8 @@ const PAGE = 1000
 /** Cloudflare Queues: at most 100 messages per sendBatch, delays of at most 12 hours. */
 const SEND_BATCH = 100
 export const MAX_DELAY_SECONDS = 43_200
+/** A pending delivery not attempted this long after it was due is sent to the queue again. */
+const STALE_MS = 5 * 60_000
 
 /**
  * The deliveries these log rows call for: one per (active endpoint that wants the event's kind
@@ -110,14 +112,15 @@ export async function queueDeliveries(deps: {
 }
 
 /**
- * Open deliveries the queue may not hold: pending ones never attempted (a crash between recording
- * and queueing), replayed ones (POST /v1/deliveries/:id/retry when the Worker could not queue
- * them), and retrying ones overdue by more than a minute. A message sent twice is harmless: the
- * consumer skips deliveries that are no longer due.
+ * Pending deliveries the queue may not hold: recorded but not attempted within STALE_MS (a crash
+ * between recording and queueing), or replayed (POST /v1/deliveries/:id/retry) when the Worker
+ * could not queue them. Retrying deliveries are not resent: their message is retried by the queue
+ * itself (it is acknowledged only after the outcome is recorded). A message sent twice costs at
+ * most one extra attempt, with the same webhook-id; the consumer skips settled deliveries.
  */
 async function requeueStale(outbox: OutboxStore, queue: QueueProducer<DeliveryMessage>, now: number): Promise<number> {
   const open = await outbox.open(1000)
-  const stale = open.filter((d) => (d.next_attempt_at ?? 0) < now - 60_000)
+  const stale = open.filter((d) => d.status === 'pending' && (d.next_attempt_at ?? 0) < now - STALE_MS)
   await sendDeliveryMessages(queue, stale.map((d) => d.id))
   return stale.length
 }

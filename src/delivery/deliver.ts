@@ -1,10 +1,35 @@
 import { type AttemptResult, sendAttempt } from './attempt.js'
 import { type RetryPolicy, retryDelay } from './backoff.js'
+import { deliveryIdFor } from './ids.js'
+import { type LogRow, payloadFromLog } from './log.js'
 import type { AttemptRecord, DeliveryRecord } from './outbox.js'
 import type { WebhookPayload } from './payload.js'
 import { signatureHeaders } from './signing.js'
 import { slackMessage } from './slack.js'
 import { signingSecrets, type WebhookRecord } from './webhooks.js'
+
+/** A new, not yet attempted delivery of one signal-log event to one endpoint (its id is deterministic). */
+export function newDelivery(webhookId: string, row: LogRow, now: number): DeliveryRecord {
+  return {
+    id: deliveryIdFor(webhookId, row.event_id),
+    webhook_id: webhookId,
+    event_id: row.event_id,
+    type: row.type,
+    signal_id: row.signal_id,
+    kind: row.kind,
+    rule_id: row.rule_id,
+    payload: payloadFromLog(row),
+    status: 'pending',
+    attempts: 0,
+    round_attempts: 0,
+    next_attempt_at: now,
+    last_status_code: null,
+    last_error: '',
+    created_at: now,
+    updated_at: now,
+    delivered_at: null,
+  }
+}
 
 /**
  * One attempt of one delivery, on any runtime: the body (the stored payload, or its Slack

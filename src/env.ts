@@ -3,6 +3,7 @@ import type { Evaluator } from '../rules/evaluator.js'
 import type { Lifecycle } from '../rules/lifecycle.js'
 import type { Config, WriteKey } from './config.js'
 import type { Delivery } from './delivery/index.js'
+import type { DeliveryRecord } from './delivery/outbox.js'
 import type { SignalBus } from './signals.js'
 import type { Store } from './store/store.js'
 import type { EventSink } from '../ingest/writer.js'
@@ -25,6 +26,8 @@ export type AppDeps = {
   lifecycle?: Lifecycle
   /** The webhook outbox and open live streams (Node); the routes work on the store without it. */
   delivery?: Delivery
+  /** Hands a replayed delivery (POST /v1/deliveries/:id/retry) to this runtime's sender (Workers: the delivery queue). */
+  onDeliveryReplayed?: (d: DeliveryRecord) => Promise<void>
 }
 
 /** Typed Hono context: handlers get services from here, never from `process.env`. */

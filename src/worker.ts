@@ -11,6 +11,7 @@ import { QueueSink } from './edge/queue-sink.js'
 import { openWebStore } from './edge/store.js'
 import type { ExecutionContext, QueueBatch, ScheduledEvent } from './edge/types.js'
 import { ConfigError } from './config.js'
+import { retryPolicyFromConfig } from './delivery/backoff.js'
 import { errorBody, ApiError } from './errors.js'
 import { SignalBus } from './signals.js'
 import type { Store } from './store/store.js'
@@ -24,7 +25,6 @@ type Runtime = { config: EdgeConfig; store: Store; logger: Logger; evaluator: Ev
 
 /** The delivery queue's name in wrangler.toml (its batches are routed to the delivery consumer). */
 const DELIVERY_QUEUE_NAME = 'signalbox-deliveries'
-const RETRY_PATH = /^\/v1\/deliveries\/([^/]+)\/retry$/
 
 // One runtime per isolate and bindings object: built on first use, reused by later requests.
 const runtimes = new WeakMap<object, Runtime>()
@@ -40,7 +40,14 @@ function runtimeFor(env: WorkerEnv): Runtime {
     const lifecycle = new Lifecycle(store, lifecycleFromConfig(config))
     // No background interval on Workers: the Cron Trigger and the queue consumer drive it.
     const evaluator = evaluatorFromConfig(store, bus, config, { logger, lifecycle })
-    const app = createApp({ config, store, sink, adminToken: config.ADMIN_TOKEN, writeKeys: config.WRITE_KEYS, logger, bus, evaluator, lifecycle })
+    const queue = env.DELIVERY_QUEUE
+    // A replayed delivery (a new round, same id) goes to the delivery queue at once; should the
+    // send fail, the next Cron Trigger queues it (it is open in the outbox).
+    const onDeliveryReplayed = queue
+      ? (d: { id: string }) =>
+          sendDeliveryMessages(queue, [d.id]).catch((err) => logger.warn({ err }, 'webhooks: a replayed delivery could not be queued; the next scheduled run queues it'))
+      : undefined
+    const app = createApp({ config, store, sink, adminToken: config.ADMIN_TOKEN, writeKeys: config.WRITE_KEYS, logger, bus, evaluator, lifecycle, onDeliveryReplayed })
     rt = { config, store, logger, evaluator, app }
     runtimes.set(env, rt)
   }
@@ -63,16 +70,7 @@ export default {
     } catch (err) {
       return misconfigured(err)
     }
-    const res = await rt.app.fetch(request, env, ctx as never)
-    // A replayed delivery (a new round, same id) goes to the delivery queue at once; should the
-    // send fail, the next Cron Trigger queues it (it is open in the outbox).
-    const retried = request.method === 'POST' && res.ok ? RETRY_PATH.exec(new URL(request.url).pathname) : null
-    if (retried && env.DELIVERY_QUEUE) {
-      await sendDeliveryMessages(env.DELIVERY_QUEUE, [decodeURIComponent(retried[1] as string)]).catch((err) =>
-        rt.logger.warn({ err }, 'webhooks: a replayed delivery could not be queued; the next scheduled run queues it'),
-      )
-    }
-    return res
+    return rt.app.fetch(request, env, ctx as never)
   },
 
   async queue(batch: QueueBatch<unknown>, env: WorkerEnv, ctx: ExecutionContext): Promise<void> {
@@ -82,7 +80,7 @@ export default {
       await consumeDeliveryBatch(batch, {
         store: rt.store,
         logger: rt.logger,
-        policy: { maxAttempts: c.WEBHOOK_MAX_ATTEMPTS, baseMs: c.WEBHOOK_BACKOFF_BASE_MS, maxMs: c.WEBHOOK_BACKOFF_MAX_MS },
+        policy: retryPolicyFromConfig(c),
         timeoutMs: c.WEBHOOK_TIMEOUT_MS,
         publicUrl: c.PUBLIC_URL,
       })

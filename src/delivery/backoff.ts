@@ -1,3 +1,5 @@
+import type { Config } from '../config.js'
+
 export type RetryPolicy = {
   /** Attempts in a round before the delivery is dead-lettered. */
   maxAttempts: number
@@ -8,6 +10,13 @@ export type RetryPolicy = {
   /** ± this fraction of the delay, at random, so retries of many deliveries do not come in waves. */
   jitter?: number
 }
+
+/** The retry policy the WEBHOOK_* settings describe (Node dispatcher and Workers delivery consumer alike). */
+export const retryPolicyFromConfig = (c: Pick<Config, 'WEBHOOK_MAX_ATTEMPTS' | 'WEBHOOK_BACKOFF_BASE_MS' | 'WEBHOOK_BACKOFF_MAX_MS'>): RetryPolicy => ({
+  maxAttempts: c.WEBHOOK_MAX_ATTEMPTS,
+  baseMs: c.WEBHOOK_BACKOFF_BASE_MS,
+  maxMs: c.WEBHOOK_BACKOFF_MAX_MS,
+})
 
 /**
  * How long to wait after the `attempt`-th failed attempt of a round (1 = the first failure):

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { Config } from '../config.js'
 import type { SignalBus } from '../signals.js'
 import type { Store } from '../store/store.js'
+import { retryPolicyFromConfig } from './backoff.js'
 import { Dispatcher } from './dispatcher.js'
 import { StreamHub } from './stream.js'
 
@@ -23,7 +24,7 @@ export class Delivery {
       bus: opts.bus,
       logger: opts.logger,
       now: opts.now,
-      policy: { maxAttempts: c.WEBHOOK_MAX_ATTEMPTS, baseMs: c.WEBHOOK_BACKOFF_BASE_MS, maxMs: c.WEBHOOK_BACKOFF_MAX_MS },
+      policy: retryPolicyFromConfig(c),
       timeoutMs: c.WEBHOOK_TIMEOUT_MS,
       concurrency: c.WEBHOOK_CONCURRENCY,
       pollMs: c.WEBHOOK_POLL_MS,

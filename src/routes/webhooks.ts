@@ -132,6 +132,7 @@ export function webhookRoutes(deps: AppDeps) {
   app.post('/deliveries/:id/retry', admin, async (c) => {
     const d = await storeCall(Dispatcher.requeue(webhooks, outbox, c.req.param('id'), now()))
     dispatcher?.enqueue(d)
+    await deps.onDeliveryReplayed?.(d)
     const attempts = await storeCall(outbox.attempts(d.webhook_id, [d.id]))
     return c.json(publicDelivery(d, attempts.get(d.id) ?? []), 202)
   })

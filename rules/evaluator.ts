@@ -7,7 +7,7 @@ import type { Store } from '../src/store/store.js'
 import { idChunks } from './ids.js'
 import type { Lifecycle } from './lifecycle.js'
 import { runRule, type RuleMatch } from './run.js'
-import { IDENTITY_CHANGE, type RuleEvents, ruleEvents, touches } from './relevance.js'
+import { IDENTITY_CHANGE, ruleEvents, touches } from './relevance.js'
 import { parseDuration, type Rule } from './schema.js'
 import { listRules, SerialQueue, type StoredRule } from './store.js'
 
@@ -144,10 +144,11 @@ export class Evaluator {
       if (e.user_id) addTouch(this.#touched.user, e.user_id, what)
       else if (e.anonymous_id) addTouch(this.#touched.anonymous, e.anonymous_id, what)
     }
-    this.#scheduleTouched(this.#opts.debounceMs)
+    this.#scheduleTouched()
   }
 
-  #scheduleTouched(delayMs: number | undefined) {
+  #scheduleTouched() {
+    const delayMs = this.#opts.debounceMs
     if (delayMs === undefined || this.#debounce || this.#draining || this.#stopped || isEmpty(this.#touched)) return
     this.#debounce = setTimeout(() => {
       this.#debounce = undefined
@@ -156,7 +157,7 @@ export class Evaluator {
         .finally(() => {
           this.#draining = undefined
           // Touches that arrived as the loop ended.
-          this.#scheduleTouched(this.#opts.debounceMs)
+          this.#scheduleTouched()
         })
     }, delayMs)
     this.#debounce.unref?.()
@@ -251,7 +252,8 @@ export class Evaluator {
     const result: EvaluationResult = { fired: [], resolved: [], errors: [] }
     const all = await listRules(this.#store)
     const rules = all.filter((r) => r.enabled && (!opts.ruleIds || opts.ruleIds.includes(r.id)))
-    // Where the time goes, per phase (debug log): rules, traits, each rule's query + claim, recording.
+    // Where the time goes (debug log): listing the rules, the trait sync, rule queries and entry
+    // states (summed over the rules), each rule's claims (under its id), recording the changes.
     const phases: Record<string, number> = {}
     let mark = performance.now()
     const lap = (name: string) => {
@@ -384,19 +386,15 @@ function addTouch(map: Map<string, Set<string>>, id: string, what: string) {
   else map.set(id, new Set([what]))
 }
 
-const eventsOfRule = new WeakMap<Rule, RuleEvents>()
-
 /** The subjects a rule runs for: all (undefined), the given ones, or those of them touched by what it reads. */
 function relevantSubjects(rule: Rule, opts: EvaluateOptions): string[] | undefined {
   const ids = opts.subjects?.[rule.subject]
   const by = opts.touchedBy?.[rule.subject]
   if (!ids || !by) return ids
-  let wanted = eventsOfRule.get(rule)
-  if (!wanted) eventsOfRule.set(rule, (wanted = ruleEvents(rule)))
-  const w = wanted
+  const wanted = ruleEvents(rule)
   return ids.filter((id) => {
     const what = by.get(id)
-    return what === undefined || touches(what, w)
+    return what === undefined || touches(what, wanted)
   })
 }
 

@@ -54,9 +54,8 @@ export async function startTestWorker(opts: {
     toml = toml.replace(re, by)
   }
   patch(/^main = "src\/worker\.ts"$/m, `main = ${JSON.stringify(join(ROOT, 'src/worker.ts'))}`)
-  patch(/^max_batch_timeout = \d+$/m, 'max_batch_timeout = 0')
-  // The delivery queue's consumer (the second one) too.
-  patch(/^max_batch_timeout = 1$/m, 'max_batch_timeout = 0')
+  // Every consumer (ingest and deliveries) takes a batch at once.
+  patch(/^max_batch_timeout = \d+$/gm, 'max_batch_timeout = 0')
   if (opts.maxRetries !== undefined) patch(/^max_retries = \d+$/m, `max_retries = ${opts.maxRetries}`)
   if (opts.brokenQueue) {
     // Bindings from wrangler.toml take precedence over the API's: take the producer away there.

@@ -18,7 +18,7 @@
  *   default concurrency of 8) from this process to the same receiver.
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
@@ -26,7 +26,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Webhook } from 'standardwebhooks'
 import { decodeTime } from 'ulid'
-import { parse as parseYaml } from 'yaml'
+import { defaultsDir, readRuleDir } from '../rules/store.js'
 import { percentile, writeSection } from './report.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -285,11 +285,8 @@ try {
 
   // The same trials with the default rule pack (5 rules over every activity) switched on as well:
   // each ingestion-triggered evaluation then runs 7 rules for the touched subjects instead of 1–2.
-  const pack = readdirSync(join(ROOT, 'rules/defaults')).filter((f) => f.endsWith('.yaml'))
-  for (const f of pack) {
-    const doc = parseYaml(readFileSync(join(ROOT, 'rules/defaults', f), 'utf8')) as { id: string }
-    await admin(`/v1/rules/${doc.id}`, 'PUT', doc)
-  }
+  const pack = await readRuleDir(await defaultsDir())
+  for (const { rule } of pack) await admin(`/v1/rules/${rule.id}`, 'PUT', rule)
   await new Promise((r) => setTimeout(r, 2000))
   const withPack = await trials('c')
 

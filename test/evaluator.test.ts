@@ -1,11 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { chTime } from '../ingest/normalize.js'
 import { decide, Evaluator } from '../rules/evaluator.js'
-import { readFile } from 'node:fs/promises'
-import { parse as parseYaml } from 'yaml'
 import { IDENTITY_CHANGE, type RuleEvents, ruleEvents, touches } from '../rules/relevance.js'
 import { parseRule } from '../rules/schema.js'
-import { deleteRule, putRule } from '../rules/store.js'
+import { defaultsDir, deleteRule, putRule, readRuleDir } from '../rules/store.js'
 import { type Signal, SignalBus, type SignalEvent } from '../src/signals.js'
 import { DAY, HOUR, NOW, ev, many, openRuleStore } from './rules-fixtures.js'
 
@@ -288,10 +286,8 @@ describe('evaluator', () => {
   })
 
   it('knows which events each rule reads', async () => {
-    const pack = await Promise.all(
-      ['pql-product-usage', 'mql-engaged-lead', 'seat-expansion'].map(async (id) => parseRule(parseYaml(await readFile(`rules/defaults/${id}.yaml`, 'utf8')))),
-    )
-    const [pql, mql, seats] = pack.map((r) => ruleEvents(r)) as [RuleEvents, RuleEvents, RuleEvents]
+    const pack = new Map((await readRuleDir(await defaultsDir())).map(({ rule }) => [rule.id, ruleEvents(rule)]))
+    const [pql, mql, seats] = ['pql-product-usage', 'mql-engaged-lead', 'seat-expansion'].map((id) => pack.get(id)) as [RuleEvents, RuleEvents, RuleEvents]
     expect(pql).toBe('all')
     expect(seats).toBe('all')
     expect([...(mql as Set<string>)].sort()).toEqual(['Content Downloaded', 'Demo Requested', 'Page Viewed', 'Webinar Registered'])

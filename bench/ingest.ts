@@ -181,7 +181,7 @@ writeSection(
   'Ingestion: acknowledged events/s through POST /v1/batch',
   `
 ${fmt(EVENTS)} unique track events (analytics-node shaped, ~750 bytes each, 10,000 users in 1,000 accounts), ${CONNECTIONS} concurrent connections of ${BATCH}-message batches from a separate load process; the server (\`npm start\` entry and flags \`${startFlags().join(' ')}\`, embedded chDB, rate limit off, rule evaluation ${process.env.EVAL_ON_INGEST === 'true' ? 'on ingest' : 'off'}, INGEST_FLUSH_MS=${process.env.INGEST_FLUSH_MS ?? 5} INGEST_MAX_BATCH_ROWS=${process.env.INGEST_MAX_BATCH_ROWS ?? 10000}) answers each batch only after its rows are inserted; /v1/stats then counts exactly ${fmt(EVENTS)} events.
-Ceiling: the same rows inserted straight into \`events_v1\` (same DDL) of a fresh embedded store, in 10,000-row blocks, from a separate process.
+Ceiling: the same rows inserted straight into \`events_v1\` (same DDL, so its dedup projection and the activity_daily_v1 materialized view fire too) of a fresh embedded store, in 10,000-row blocks, from a separate process, in the server's insert format (TabSeparated text, as \`Store.insertRaw\` takes it), encoded before the clock starts.
 
 | measure | value |
 | --- | --- |

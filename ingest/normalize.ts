@@ -135,3 +135,48 @@ export function toEventRow(
     warning,
   }
 }
+
+/**
+ * The columns of an events row as `eventsTsv` writes them. `received_at` comes last: it is never
+ * empty, so no row ends in whitespace (which an HTTP client trimming the statement would cut).
+ */
+export const EVENT_COLUMNS = [
+  'source',
+  'message_id',
+  'type',
+  'event',
+  'user_id',
+  'anonymous_id',
+  'account_id',
+  'timestamp',
+  'original_timestamp',
+  'sent_at',
+  'properties',
+  'traits',
+  'context',
+  'previous_id',
+  'received_at',
+] as const satisfies readonly (keyof EventRow)[]
+
+const TSV_SPECIAL = /[\\\t\n\r\0]/
+const TSV_ESCAPE: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' }
+
+/** A string as a TabSeparated field: backslash, tab, newline, carriage return and NUL escaped. */
+export function tsvField(s: string): string {
+  return TSV_SPECIAL.test(s) ? s.replace(/[\\\t\n\r\0]/g, (c) => TSV_ESCAPE[c] as string) : s
+}
+
+/**
+ * Events rows as TabSeparated text in `EVENT_COLUMNS` order, one `\n`-terminated line per row:
+ * the cheapest text for ClickHouse to parse, and cheap to write (most fields need no escaping).
+ */
+export function eventsTsv(rows: readonly EventRow[]): string {
+  let text = ''
+  for (const r of rows) {
+    text +=
+      `${tsvField(r.source)}\t${tsvField(r.message_id)}\t${tsvField(r.type)}\t${tsvField(r.event)}\t${tsvField(r.user_id)}\t` +
+      `${tsvField(r.anonymous_id)}\t${tsvField(r.account_id)}\t${r.timestamp}\t${r.original_timestamp ?? '\\N'}\t${r.sent_at ?? '\\N'}\t` +
+      `${tsvField(r.properties)}\t${tsvField(r.traits)}\t${tsvField(r.context)}\t${tsvField(r.previous_id)}\t${r.received_at}\n`
+  }
+  return text
+}

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import { StoreUnavailableError } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
-import { chTime, type EventRow } from './normalize.js'
+import { chTime, EVENT_COLUMNS, type EventRow, eventsTsv } from './normalize.js'
 
 export type IngestErrorRow = {
   id: string
@@ -192,6 +192,8 @@ export class GroupCommitWriter implements EventSink {
     const keys = new Set<string>()
     for (const e of prepared.fresh) keys.add(dedupKey(e))
     for (const e of prepared.deferred) keys.add(dedupKey(e))
+    // Encoded while the previous block's insert runs.
+    let text = eventsTsv(prepared.fresh)
     const commit = (async () => {
       const previousStored = await previous
       let events = prepared.fresh
@@ -199,8 +201,9 @@ export class GroupCommitWriter implements EventSink {
         const back = await dropStored(this.store, prepared.deferred)
         await insertDerived(this.store, deriveRows(back)) // not via the cache: rare, and always exact
         events = events.concat(back)
+        text += eventsTsv(back)
       }
-      await this.store.insert('events_v1', events)
+      await insertEvents(this.store, text)
       return events
     })()
     this.#tail = commit.then(
@@ -268,6 +271,9 @@ function uncovered<R extends Span>(seen: SeenCache, prefix: string, rows: R[], k
   }
   return { rows: kept, keys }
 }
+
+/** Insert events rows encoded by `eventsTsv`. */
+export const insertEvents = (store: Store, text: string | Uint8Array) => store.insertRaw('events_v1', text, { format: 'TabSeparated', columns: EVENT_COLUMNS })
 
 const dedupKey = (e: EventRow) => `${e.source}\u0000${e.message_id}`
 

@@ -237,6 +237,9 @@ describe('acknowledgement means stored', () => {
   })
 })
 
+/** Rows of a raw insert: its lines. */
+const lines = (text: string | Uint8Array) => (typeof text === 'string' ? text : new TextDecoder().decode(text)).split('\n').length - 1
+
 describe('GroupCommitWriter', () => {
   /** The real store, counting the inserts into events_v1. */
   function counting(inner: Store) {
@@ -247,9 +250,10 @@ describe('GroupCommitWriter', () => {
       command: (sql, params) => inner.command(sql, params),
       ping: () => inner.ping(),
       close: () => inner.close(),
-      async insert(table, rows, settings) {
-        if (table === 'events_v1') inserts.push(rows.length)
-        return inner.insert(table, rows, settings)
+      insert: (table, rows, settings) => inner.insert(table, rows, settings),
+      async insertRaw(table, text, opts) {
+        if (table === 'events_v1') inserts.push(lines(text))
+        return inner.insertRaw(table, text, opts)
       },
     }
     return { store: wrapped, inserts }
@@ -327,7 +331,7 @@ describe('GroupCommitWriter', () => {
     // The real store, with its inserts held until released: a store that has fallen behind.
     let release!: () => void
     const held = new Promise<void>((r) => (release = r))
-    const slow: Store = { ...store(), insert: async (table, rows, settings) => (await held, store().insert(table, rows, settings)) }
+    const slow: Store = { ...store(), insertRaw: async (table, text, opts) => (await held, store().insertRaw(table, text, opts)) }
     const writer = new GroupCommitWriter(slow, { flushMs: 1, maxRows: 10, maxPendingRows: 20 })
     const first = writer.write({ events: Array.from({ length: 10 }, () => event(uid('held'))), errors: [] }) // flushing, held
     const waiting = [1, 2].map(() => writer.write({ events: Array.from({ length: 10 }, () => event(uid('waiting'))), errors: [] }))
@@ -347,11 +351,15 @@ describe('GroupCommitWriter', () => {
       ...store(),
       async insert(table, rows, settings) {
         calls.push({ table, rows: rows.length })
+        return store().insert(table, rows, settings)
+      },
+      async insertRaw(table, text, rawOpts) {
+        calls.push({ table, rows: lines(text) })
         if (table === 'events_v1' && eventsInserts++ === 0) {
           await held
           if (opts.failFirst) throw new Error('refused for the test')
         }
-        return store().insert(table, rows, settings)
+        return store().insertRaw(table, text, rawOpts)
       },
     }
     return { store: s, calls, release }

@@ -3,7 +3,7 @@ import { resolve } from 'node:path'
 import { ClickHouseLogLevel, createClient, type ClickHouseClientConfigOptions } from '@clickhouse/client'
 import type { Config } from '../config.js'
 import { clusterClientSettings } from './cluster.js'
-import { CLIENT_SETTINGS, type Store, storeFromClient } from './store.js'
+import { CLIENT_SETTINGS, type RawInserter, type Store, storeFromClient } from './store.js'
 
 const SETTINGS = CLIENT_SETTINGS
 // The client would print its own copy of every failed request to stderr; failures reach the
@@ -63,7 +63,19 @@ export async function openStore(config: Config): Promise<Store> {
     // copy of the same interface, so the two declarations differ only by origin.
     const connection = createChdbConnection({ path }) as unknown as NonNullable<ClickHouseClientConfigOptions['connection']>
     const client = createClient({ connection, clickhouse_settings: SETTINGS, log: LOG })
-    return await pinged(storeFromClient(client, 'embedded'))
+    // Raw inserts skip the client: chDB takes the text as one buffer, without copying it into an
+    // SQL string. They run on a connection of their own: chDB runs one statement at a time per
+    // connection, and the ingestion writer looks up a block's message ids while the previous
+    // block's events are inserted.
+    const inserts = createChdbConnection({ path })
+    const raw: RawInserter = {
+      async insert(table, text, { format, columns, settings }) {
+        const values = typeof text === 'string' ? Buffer.from(text) : text
+        await inserts.chdb.rawInsert({ table, values, format, columns: columns && [...columns], settings: { ...SETTINGS, ...settings } })
+      },
+      close: () => inserts.close(),
+    }
+    return await pinged(storeFromClient(client, 'embedded', raw))
   } catch (err) {
     throw new StoreOpenError(
       `cannot open the embedded ClickHouse in ${path} (DATA_DIR=${config.DATA_DIR}; one process at a time can use a data directory): ${reason(err)}`,

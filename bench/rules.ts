@@ -24,6 +24,7 @@ import { chTime } from '../ingest/normalize.js'
 import { GroupCommitWriter } from '../ingest/writer.js'
 import { Evaluator } from '../rules/evaluator.js'
 import { runRule } from '../rules/run.js'
+import { loadScopes } from '../rules/scope.js'
 import type { Rule } from '../rules/schema.js'
 import { applyDefaultPack, listRules } from '../rules/store.js'
 import { generate, generateDirectory } from './rules-data.js'
@@ -153,16 +154,18 @@ async function main() {
     const touchedAccounts = [...new Set([...fresh.map((e) => e.account_id).filter(Boolean), ...memberOf.map((r) => r.account_id)])]
     const subjects = { account: touchedAccounts, user: touchedUsers }
     const [incremental] = await timed(() => evaluator.evaluate({ subjects }))
-    const incrementalQueries = await bestOf(async () => {
-      for (const rule of rules) await runRule(store, rule, { asOf: NOW, subjectIds: subjects[rule.subject] })
-    })
+    // The rule queries as an incremental evaluation runs them: the scope of each subject type
+    // found once (rules/scope.ts), then every rule for its subjects.
+    const scopedQueries = async (ids: Record<Rule['subject'], string[]>) => {
+      const parts = { account: await loadScopes(store, 'account', ids.account, NOW), user: await loadScopes(store, 'user', ids.user, NOW) }
+      for (const rule of rules) for (const part of parts[rule.subject]) await runRule(store, rule, { asOf: NOW, subjectIds: part.ids, scope: part.scope })
+    }
+    const incrementalQueries = await bestOf(() => scopedQueries(subjects))
     const wide = {
       account: Array.from({ length: 1000 }, (_, i) => `acc${(i * 7919) % shape.accounts}`),
       user: Array.from({ length: 1000 }, (_, i) => `u${(i * 7919) % shape.users}`),
     }
-    const incrementalWide = await bestOf(async () => {
-      for (const rule of rules) await runRule(store, rule, { asOf: NOW, subjectIds: wide[rule.subject] })
-    }, 1)
+    const incrementalWide = await bestOf(() => scopedQueries(wide), 1)
     const [fullAfter] = await timed(() => evaluator.evaluate())
 
     // The same first run with one deduplicated insert per claim (what cluster mode uses), on
@@ -185,7 +188,7 @@ async function main() {
       [`… the same first run claiming each fire in its own insert (per-key claims, as in cluster mode; fires ${perKeyResult.fired.length})`, ms(perKeyFirst), `${(perKeyFirst / floor).toFixed(1)}×`],
       ['Full evaluation through the evaluator, steady state', ms(secondFull), `${(secondFull / floor).toFixed(1)}×`],
       [`Incremental evaluation after 1,000 events (${touchedAccounts.length} accounts, ${touchedUsers.length} users), evaluator`, ms(incremental), `${((incremental / secondFull) * 100).toFixed(1)}% of full`],
-      ['Incremental, rule queries only', ms(incrementalQueries), `${((incrementalQueries / queries) * 100).toFixed(1)}% of full`],
+      ['Incremental, rule queries only (with the scope of each subject type, found once)', ms(incrementalQueries), `${((incrementalQueries / queries) * 100).toFixed(1)}% of full`],
       ['Incremental, rule queries only, for 1,000 subjects of each kind (1,000 events from 1,000 users)', ms(incrementalWide), `${((incrementalWide / queries) * 100).toFixed(1)}% of full`],
       [`Naive: one query per subject + json-rules-engine (${NAIVE_SAMPLE} accounts + ${NAIVE_SAMPLE} users measured, extrapolated)`, ms(naiveTotal), `${(naiveTotal / queries).toFixed(0)}× slower than the rule queries`],
     ]

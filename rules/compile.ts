@@ -33,14 +33,17 @@
  * events_v1 for their whole window.
  */
 import type { Reason } from '../src/signals.js'
+import type { Scope } from './scope.js'
 import { type Params as P, Params, describeSelector, fmt, startOfDay, valuePredicate } from './compile/sql.js'
 import { type Condition, type MetricCondition, type PropertyFilter, parseDuration, type Rule, type ScoreItem, type TraitFilter } from './schema.js'
 
 export type CompileOptions = {
   /** Evaluate as of this moment (epoch ms). */
   asOf: number
-  /** Restrict to these subjects (incremental evaluation). */
+  /** Restrict to these subjects (incremental evaluation); needs `scope`. */
   subjectIds?: string[]
+  /** What to read for `subjectIds`: rules/scope.ts, loadScope (found once per subject type). */
+  scope?: Scope
   /** cityHash64(subject_id) % count = index. */
   shard?: { count: number; index: number }
   /** Read whole days from the daily rollup (default true); false reads events_v1 only. */
@@ -535,12 +538,18 @@ export function compileRule(rule: Rule, opts: CompileOptions): CompiledRule {
 
   // 3. Activity: per raw identity → resolved and attributed → per (subject, user) → per subject.
   if (c.parts.length) {
+    const scopeOf = ids ? opts.scope : undefined
+    if (ids && !scopeOf) throw new Error('compileRule: subjectIds needs a scope (rules/scope.ts, loadScope)')
     ctes.push(
       cte(
         'links',
-        // A previous id (anonymous, or an earlier user id) → the user it became; a second hop
-        // follows anonymous → first user id → aliased id. The earliest link of an id wins.
-        `SELECT l1.previous_id AS previous_id, if(l2.target != '', l2.target, l1.target) AS user_id
+        scopeOf
+          ? // Incremental: the resolution of the ids this query can meet, found by loadScope.
+            `SELECT previous_id, user_id FROM (SELECT ${p.bind(scopeOf.links.from, 'Array(String)')} AS previous_id, ${p.bind(scopeOf.links.to, 'Array(String)')} AS user_id)
+  ARRAY JOIN previous_id, user_id`
+          : // A previous id (anonymous, or an earlier user id) → the user it became; a second hop
+            // follows anonymous → first user id → aliased id. The earliest link of an id wins.
+            `SELECT l1.previous_id AS previous_id, if(l2.target != '', l2.target, l1.target) AS user_id
   FROM (SELECT previous_id, argMin(user_id, first_seen) AS target FROM identities_v1 WHERE previous_id != user_id GROUP BY previous_id) AS l1
   LEFT ANY JOIN (SELECT previous_id, argMin(user_id, first_seen) AS target FROM identities_v1 WHERE previous_id != user_id GROUP BY previous_id) AS l2
     ON l2.previous_id = l1.target`,
@@ -550,17 +559,11 @@ export function compileRule(rule: Rule, opts: CompileOptions): CompiledRule {
     const keys = keyCols.join(', ')
     const scope: string[] = []
     if (rule.sources) scope.push(`source IN ${p.bind(rule.sources, 'Array(String)')}`)
-    if (ids) {
-      // Incremental: read only what can belong to the requested subjects.
-      ctes.push(
-        cte(
-          'scope_keys',
-          `SELECT user_id AS k FROM (${account ? `SELECT DISTINCT user_id FROM memberships_v1 WHERE account_id IN ${idsSql}` : `SELECT arrayJoin(${idsSql}) AS user_id`})
-  UNION DISTINCT SELECT previous_id AS k FROM links WHERE user_id IN (${account ? `SELECT user_id FROM memberships_v1 WHERE account_id IN ${idsSql}` : `SELECT arrayJoin(${idsSql})`})`,
-        ),
-      )
-      // Written so the sorting key (account_id, user_id, …) prunes (there is no skip index on the ids: bloom filters on user_id/anonymous_id were tried: the incremental figure moved by about a tenth, within run-to-run noise).
-      const byKey = `(user_id IN (SELECT k FROM scope_keys) OR (user_id = '' AND anonymous_id IN (SELECT k FROM scope_keys)))`
+    if (scopeOf) {
+      // Incremental: read only what can belong to the requested subjects. Bound as a constant
+      // set, the keys let the sorting key (account_id, user_id, …) prune granules.
+      const k = p.bind(scopeOf.keys, 'Array(String)')
+      const byKey = `(user_id IN ${k} OR (user_id = '' AND anonymous_id IN ${k}))`
       scope.push(account ? `(account_id IN ${idsSql} OR (account_id = '' AND ${byKey}))` : byKey)
     }
     const rolled = c.parts.some((x) => x.roll)

@@ -7,6 +7,7 @@ import type { Store } from '../src/store/store.js'
 import { idChunks } from './ids.js'
 import type { Lifecycle } from './lifecycle.js'
 import { runRule, type RuleMatch } from './run.js'
+import { loadScopes, type ScopePart } from './scope.js'
 import { IDENTITY_CHANGE, ruleEvents, touches } from './relevance.js'
 import { parseDuration, type Rule } from './schema.js'
 import { listRules, SerialQueue, type StoredRule } from './store.js'
@@ -284,10 +285,22 @@ export class Evaluator {
       this.#log?.error({ err }, 'lifecycle trait sync failed')
       result.errors.push({ rule_id: '(lifecycle)', message: err instanceof Error ? err.message : String(err) })
     }
-    for (const stored of rules) {
-      const ids = relevantSubjects(stored.rule, opts)
+    // An incremental run finds what to read for each subject type once (rules/scope.ts), for
+    // every subject any rule of that type will evaluate, and shares it between those rules.
+    const wanted = rules.map((stored) => ({ stored, ids: relevantSubjects(stored.rule, opts) }))
+    const scopes = new Map<Rule['subject'], Promise<ScopePart[]>>()
+    const scopeOf = (type: Rule['subject']) => {
+      let parts = scopes.get(type)
+      if (!parts) {
+        const ids = new Set(wanted.flatMap((w) => (w.stored.rule.subject === type ? (w.ids ?? []) : [])))
+        parts = loadScopes(this.#store, type, [...ids], now)
+        scopes.set(type, parts)
+      }
+      return parts
+    }
+    for (const { stored, ids } of wanted) {
       if (ids && ids.length === 0) continue
-      await record(stored.id, () => this.#evaluateRule(stored, ids, now, lap))
+      await record(stored.id, async () => this.#evaluateRule(stored, ids, ids && (await scopeOf(stored.rule.subject)), now, lap))
     }
     // A full run also resolves the open signals of rules that were deleted since they fired (a
     // disabled rule's signals stay as they are: the rule is paused, not withdrawn).
@@ -314,9 +327,20 @@ export class Evaluator {
     return claim(this.#store, pending, now, this.#opts.claims ?? 'batch', this.#log)
   }
 
-  async #evaluateRule(stored: StoredRule, ids: string[] | undefined, now: number, lap?: (phase: string) => void): Promise<Change[]> {
+  /** `ids` and `parts`: an incremental run (the rule's subjects, and the scopes covering them). */
+  async #evaluateRule(stored: StoredRule, ids: string[] | undefined, parts: ScopePart[] | undefined, now: number, lap?: (phase: string) => void): Promise<Change[]> {
     const { rule } = stored
-    const matches = await runRule(this.#store, rule, { asOf: now, subjectIds: ids, shard: this.#opts.shard })
+    const opts = { asOf: now, shard: this.#opts.shard }
+    let matches: RuleMatch[] = []
+    if (ids && parts) {
+      const mine = new Set(ids)
+      for (const part of parts) {
+        const subjectIds = part.ids.filter((id) => mine.has(id))
+        if (subjectIds.length) matches.push(...(await runRule(this.#store, rule, { ...opts, subjectIds, scope: part.scope })))
+      }
+    } else {
+      matches = await runRule(this.#store, rule, opts)
+    }
     lap?.('query')
     const bySubject = new Map<string, RuleMatch>()
     for (const m of matches) bySubject.set(m.subjectId, m)

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { Reason } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
 import { type CompileOptions, compileRule } from './compile.js'
+import { loadScope } from './scope.js'
 import type { Rule } from './schema.js'
 
 export type RuleMatch = { subjectId: string; matched: boolean; score: number | null; reasons: Reason[] }
@@ -17,11 +18,13 @@ const Row = z.object({
 /**
  * Evaluate one rule inside ClickHouse as of `opts.asOf` and return its subjects (see the contract
  * at the top of rules/compile.ts: with `subjectIds`, one entry per requested subject; otherwise the
- * matched subjects only).
+ * matched subjects only). With `subjectIds` and no `scope`, the scope is loaded first (one more
+ * query; an evaluation loads it once per subject type instead).
  */
 export async function runRule(store: Store, rule: Rule, opts: CompileOptions): Promise<RuleMatch[]> {
   if (opts.subjectIds && opts.subjectIds.length === 0) return []
-  const { sql, params } = compileRule(rule, opts)
+  const scope = opts.subjectIds && !opts.scope ? await loadScope(store, rule.subject, opts.subjectIds, opts.asOf) : opts.scope
+  const { sql, params } = compileRule(rule, { ...opts, scope })
   const rows = await store.query(sql, params)
   return rows.map((raw) => {
     const r = Row.parse(raw)

@@ -92,11 +92,14 @@ describe('compiled SQL', () => {
     const { sql, params } = compileRule(parseRule(cases['count over whole days (rollup) and active_users']), {
       asOf,
       subjectIds: ['acc_1', 'acc_2'],
+      scope: { keys: ['u_1', 'anon_1'], links: { from: ['anon_1'], to: ['u_1'] } },
       shard: { count: 4, index: 1 },
       rollups: false,
     })
     expect(`${sql}\n\n-- params: ${JSON.stringify(params, null, 1)}`).toMatchSnapshot()
-    expect(sql).toContain('scope_keys')
+    // The scope arrives bound: identities_v1 is not read again.
+    expect(sql).not.toContain('identities_v1')
+    expect(Object.values(params)).toContainEqual(['u_1', 'anon_1'])
     expect(sql).not.toContain('WHERE matched = 1')
   })
 })

@@ -59,7 +59,11 @@ function rule(name: string) {
 
 describe('injection', () => {
   it.each(NASTY)('%j never reaches the SQL text', (name) => {
-    const { sql, params } = compileRule(rule(name), { asOf: NOW, subjectIds: [`acc-${name}`, name] })
+    const { sql, params } = compileRule(rule(name), {
+      asOf: NOW,
+      subjectIds: [`acc-${name}`, name],
+      scope: { keys: [`u-${name}`], links: { from: [`anon-${name}`], to: [`u-${name}`] } },
+    })
     expect(sql).not.toContain(name)
     expect(Object.values(params)).toContain(name)
     // Every placeholder is {pN:Type}; nothing else in the text takes braces.

@@ -1,0 +1,101 @@
+import { z } from 'zod'
+import { chTime } from '../ingest/normalize.js'
+import type { Store } from '../src/store/store.js'
+import { idChunks } from './ids.js'
+
+/**
+ * What an incremental evaluation reads for a set of subjects, found once per evaluation and
+ * subject type and shared by every rule of that type (rules/compile.ts, `scope`).
+ *
+ * - `keys`: the raw identities whose untagged events can belong to the subjects: the users
+ *   (an account's members, from memberships_v1) and every id linked to one of them in one or two
+ *   hops in identities_v1 (an anonymous id, an earlier user id). Any link counts here, not only
+ *   the earliest one that decides attribution: reading a few more events is harmless, because the
+ *   rule query attributes each one exactly and keeps only the requested subjects.
+ * - `links`: the identity resolution (previous id → the user it became, following two hops, the
+ *   earliest link of an id winning) for every id the rule query can meet: `keys`, and for
+ *   accounts the ids on events tagged with the account, which any user may send. Every link row
+ *   of those ids is read, so each earliest link is exact.
+ *
+ * Computing these inside each rule query instead meant resolving the whole identities_v1 table
+ * several times per query (ClickHouse inlines a CTE at each reference); bound as parameters, the
+ * ids also let the sorting key of events_v1 prune.
+ */
+export type Scope = { keys: string[]; links: { from: string[]; to: string[] } }
+
+const Row = z.object({ keys: z.array(z.string()), from: z.array(z.string()), to: z.array(z.string()) })
+
+export async function loadScope(store: Store, subject: 'account' | 'user', ids: string[], asOf: number): Promise<Scope> {
+  if (ids.length === 0) return { keys: [], links: { from: [], to: [] } }
+  const account = subject === 'account'
+  const earliest = (restrict: string) =>
+    `SELECT previous_id, argMin(user_id, first_seen) AS target FROM identities_v1 WHERE previous_id != user_id AND previous_id IN (${restrict}) GROUP BY previous_id`
+  const sql = `WITH
+  scope_users AS (${account ? 'SELECT DISTINCT user_id FROM memberships_v1 WHERE account_id IN {ids:Array(String)}' : 'SELECT arrayJoin({ids:Array(String)}) AS user_id'}),
+  hop1 AS (SELECT DISTINCT previous_id FROM identities_v1 WHERE previous_id != user_id AND user_id IN (SELECT user_id FROM scope_users)),
+  scope_keys AS (
+    SELECT user_id AS k FROM scope_users
+    UNION DISTINCT SELECT previous_id AS k FROM hop1
+    UNION DISTINCT SELECT previous_id AS k FROM identities_v1 WHERE previous_id != user_id AND user_id IN (SELECT previous_id FROM hop1)
+  ),
+  link_ids AS (
+    SELECT k FROM scope_keys${
+      account
+        ? `
+    UNION DISTINCT SELECT DISTINCT if(user_id != '', user_id, anonymous_id) AS k FROM events_v1
+      WHERE account_id IN {ids:Array(String)} AND type IN ('track', 'page', 'screen') AND timestamp <= {asOf:DateTime64(3, 'UTC')}`
+        : ''
+    }
+  ),
+  links AS (
+    SELECT l1.previous_id AS previous_id, if(l2.target != '', l2.target, l1.target) AS user_id
+    FROM (${earliest('SELECT k FROM link_ids')}) AS l1
+    LEFT ANY JOIN (${earliest('SELECT user_id FROM identities_v1 WHERE previous_id IN (SELECT k FROM link_ids)')}) AS l2
+      ON l2.previous_id = l1.target
+  )
+SELECT (SELECT groupArray(k) FROM scope_keys) AS keys, groupArray(previous_id) AS from, groupArray(user_id) AS to FROM links
+SETTINGS join_use_nulls = 0`
+  const [row] = await store.query(sql, { ids, asOf: chTime(asOf) })
+  const r = Row.parse(row)
+  return { keys: r.keys, links: { from: r.from, to: r.to } }
+}
+
+/** A slice of an incremental run's subjects of one type, with its scope. */
+export type ScopePart = { ids: string[]; scope: Scope }
+
+/** Subjects per scope: an account brings its members and their linked ids. */
+const PART_SUBJECTS = { account: 250, user: 2_500 } as const
+/**
+ * Bytes a scope's lists may take as query parameters (estimated as rules/ids.ts does): a ClickHouse
+ * server reached over HTTP takes them in the URL, capped at 1 MiB. A larger scope is split.
+ */
+const PART_BYTES = 600_000
+
+const listBytes = (xs: readonly string[]) => xs.reduce((n, x) => n + x.length * 3 + 3, 0)
+const scopeBytes = (ids: string[], s: Scope) => listBytes(ids) + listBytes(s.keys) + listBytes(s.links.from) + listBytes(s.links.to)
+
+/**
+ * The scopes of `ids`, in slices small enough to bind: by count first, then halved while a slice's
+ * scope is too large. A single subject whose scope is still too large keeps it (the embedded engine
+ * takes any size; a server may refuse the query, which is reported as that rule's error).
+ */
+export async function loadScopes(
+  store: Store,
+  subject: 'account' | 'user',
+  ids: string[],
+  asOf: number,
+  limits: { subjects: number; bytes: number } = { subjects: PART_SUBJECTS[subject], bytes: PART_BYTES },
+): Promise<ScopePart[]> {
+  const parts: ScopePart[] = []
+  const queue = [...idChunks(ids, limits.subjects)]
+  for (let chunk = queue.shift(); chunk; chunk = queue.shift()) {
+    const scope = await loadScope(store, subject, chunk, asOf)
+    if (chunk.length > 1 && scopeBytes(chunk, scope) > limits.bytes) {
+      const half = chunk.length >> 1
+      queue.unshift(chunk.slice(0, half), chunk.slice(half))
+      continue
+    }
+    parts.push({ ids: chunk, scope })
+  }
+  return parts
+}

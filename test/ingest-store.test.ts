@@ -200,6 +200,37 @@ describe('clock skew', () => {
   })
 })
 
+describe('a body sent in chunks (no Content-Length)', () => {
+  /** POST a body as a stream: fetch sends it with `Transfer-Encoding: chunked`. */
+  const postChunked = (chunks: string[]) =>
+    fetch(`${sb.url}/v1/batch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`${WRITE_KEY}:`).toString('base64')}` },
+      body: new ReadableStream({
+        start(controller) {
+          for (const chunk of chunks) controller.enqueue(new TextEncoder().encode(chunk))
+          controller.close()
+        },
+      }),
+      duplex: 'half',
+    } as RequestInit)
+
+  it('is read whole and stored', async () => {
+    const ids = [uid('chunked'), uid('chunked')]
+    const json = JSON.stringify({ batch: ids.map((id) => trackMsg(id)) })
+    const res = await postChunked([json.slice(0, 40), json.slice(40)])
+    expect(res.status).toBe(200)
+    expect(await res.json()).toEqual({ success: true, accepted: 2, rejected: [] })
+    expect(await storedIds(ids)).toEqual([...ids].sort())
+  })
+
+  it('over 500 KB is refused with 413 as it arrives', async () => {
+    const res = await postChunked(['{"batch":[', ...Array.from({ length: 30 }, () => `${JSON.stringify(trackMsg(uid('big'), { properties: { blob: 'x'.repeat(20_000) } }))},`), '{}]}'])
+    expect(res.status).toBe(413)
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('PAYLOAD_TOO_LARGE')
+  })
+})
+
 describe('acknowledgement means stored', () => {
   it('an insert that fails after the derived rows answers 503; the resend stores the message once', async () => {
     const id = uid('partial')

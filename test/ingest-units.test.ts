@@ -3,7 +3,8 @@ import { batchJson } from '../bench/ingest-data.js'
 import { chTime, correctTimestamp, FUTURE_LIMIT_MS, toEventRow } from '../ingest/normalize.js'
 import { RateLimiter } from '../ingest/ratelimit.js'
 import { checkMessage, jsonSizeBound } from '../ingest/routes.js'
-import { parseTimestamp } from '../ingest/schema.js'
+import { MessageSchemas, parseTimestamp } from '../ingest/schema.js'
+import { zodDetails } from '../src/errors.js'
 import { deriveRows } from '../ingest/writer.js'
 
 // The pure parts of ingestion, with known answers.
@@ -60,6 +61,11 @@ describe('parseTimestamp', () => {
     ['2026-11-23', Date.UTC(2026, 10, 23)],
     ['2024-02-29T00:00:00Z', Date.UTC(2024, 1, 29)],
     ['1900-01-01T00:00:00Z', Date.UTC(1900, 0, 1)],
+    // The form toISOString() writes, read without the regular expression.
+    ['2026-11-23T12:00:00.789Z', T + 789],
+    ['2024-02-29T23:59:59.999Z', Date.UTC(2024, 1, 29, 23, 59, 59, 999)],
+    ['1900-01-01T00:00:00.000Z', Date.UTC(1900, 0, 1)],
+    ['2299-12-31T23:59:59.999Z', Date.UTC(2300, 0, 1) - 1],
   ])('%s', (text, expected) => {
     expect(parseTimestamp(text)).toBe(expected)
   })
@@ -79,6 +85,16 @@ describe('parseTimestamp', () => {
     '0001-01-01T00:00:00Z',
     '26-11-23',
     '1795399109749',
+    '2026-02-29T00:00:00.000Z',
+    '2026-04-31T00:00:00.000Z',
+    '2026-00-10T00:00:00.000Z',
+    '2026-11-23T24:00:00.000Z',
+    '2026-11-23T12:00:60.000Z',
+    '1899-12-31T23:59:59.999Z',
+    '2300-01-01T00:00:00.000Z',
+    '2026-11-2xT12:00:00.000Z',
+    '2026-11-23T12:00:00.000Y',
+    '+02026-11-23T12:00:00.0Z',
   ])('rejects %j', (text) => {
     expect(parseTimestamp(text)).toBeUndefined()
   })
@@ -103,6 +119,62 @@ describe('checkMessage', () => {
 
   it.each([null, 1, 'x', [1]])('rejects %j as not an object', (raw) => {
     expect(checkMessage(raw)).toEqual({ ok: false, details: [{ path: '(message)', message: 'must be a JSON object' }] })
+  })
+})
+
+describe('checkMessage without zod (plain track messages)', () => {
+  // The fast path must answer exactly as TrackMessage does, for valid and invalid messages alike.
+  const zod = (raw: unknown) => {
+    const parsed = MessageSchemas.track.safeParse(raw)
+    return parsed.success ? { ok: true, message: parsed.data } : { ok: false, details: zodDetails(parsed.error) }
+  }
+  const long = (n: number) => 'x'.repeat(n)
+  const VALUES: Record<string, unknown[]> = {
+    messageId: [undefined, null, '', 'm-1', long(256), long(257), 5, {}],
+    userId: [undefined, null, '', 'u', 7, 0, long(1024), long(1025), {}, true],
+    anonymousId: [undefined, null, '', 'a', 8, long(1025), []],
+    event: [undefined, null, '', 'Signed Up', long(512), long(513), 3],
+    properties: [undefined, null, {}, { plan: 'pro', n: [1, { x: null }] }, [], 'text', 1],
+    context: [undefined, null, {}, { ip: '10.0.0.1', groupId: 'g' }, [], 'text'],
+    integrations: [undefined, null, {}, [], false],
+    timestamp: [undefined, null, '', '2026-11-23T10:00:00Z', '2026-11-23 10:00:00.5+02:00', '2026-11-23', 'yesterday', '2026-02-30T00:00:00Z', '1899-01-01T00:00:00Z', 5],
+    originalTimestamp: [undefined, null, '2026-11-23T10:00:00.123-0530', 'not a date', {}],
+    sentAt: [undefined, null, '2026-11-23T10:00:05Z', '2026-13-01T00:00:00Z', 0],
+  }
+  const base = { type: 'track', messageId: 'm-0', userId: 'u-0', event: 'Report Exported', properties: { a: 1 }, timestamp: '2026-11-23T09:59:00Z', extra: { kept: true } }
+
+  it('agrees with zod on every single-field variation of a valid message', () => {
+    let n = 0
+    for (const [key, values] of Object.entries(VALUES)) {
+      for (const value of values) {
+        const raw: Record<string, unknown> = { ...base, [key]: value }
+        if (value === undefined) delete raw[key]
+        expect(checkMessage(raw), `${key}=${JSON.stringify(value)}`).toEqual(zod(raw))
+        n++
+      }
+    }
+    expect(n).toBe(70)
+  })
+
+  it('agrees with zod on 3,000 random combinations', () => {
+    let seed = 42
+    const next = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+    for (let i = 0; i < 3000; i++) {
+      const raw: Record<string, unknown> = { type: 'track' }
+      for (const [key, values] of Object.entries(VALUES)) {
+        const value = values[Math.floor(next() * values.length)]
+        if (value !== undefined) raw[key] = value
+      }
+      expect(checkMessage(raw), JSON.stringify(raw)).toEqual(zod(raw))
+    }
+  })
+
+  it('returns a copy with parsed timestamps, and leaves the message as sent', () => {
+    const raw = { ...base, sentAt: '2026-11-23T10:00:00Z' }
+    const checked = checkMessage(raw)
+    expect(checked).toEqual({ ok: true, message: { ...base, timestamp: Date.UTC(2026, 10, 23, 9, 59), sentAt: Date.UTC(2026, 10, 23, 10) } })
+    expect(raw.timestamp).toBe('2026-11-23T09:59:00Z')
+    expect(checked.ok && checked.message.properties).toBe(raw.properties)
   })
 })
 

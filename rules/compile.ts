@@ -46,7 +46,7 @@ export type CompileOptions = {
   scope?: Scope
   /** cityHash64(subject_id) % count = index. */
   shard?: { count: number; index: number }
-  /** Read whole days from the daily rollup (default true); false reads events_v1 only. */
+  /** Read whole days from the daily rollup (default: true, or as the scope says); false reads events_v1 only. */
   rollups?: boolean
 }
 
@@ -145,7 +145,7 @@ class Compiler {
     readonly opts: CompileOptions,
   ) {
     this.account = rule.subject === 'account'
-    this.useRollups = opts.rollups !== false
+    this.useRollups = opts.rollups ?? (opts.subjectIds && opts.scope ? opts.scope.rollups : true)
     this.rawFloor = rawFloor(rule, opts.asOf)
   }
 
@@ -221,7 +221,7 @@ class Compiler {
     return this.part(
       'sum',
       'Float64',
-      `toFloat64(uniqExactIf(cityHash64(source, message_id), ${w.raw}))`,
+      `toFloat64(uniqExactIf(message_key, ${w.raw}))`,
       w.roll && `toFloat64(uniqExactMergeIf(messages, ${w.roll}))`,
     )
   }

@@ -92,7 +92,7 @@ describe('compiled SQL', () => {
     const { sql, params } = compileRule(parseRule(cases['count over whole days (rollup) and active_users']), {
       asOf,
       subjectIds: ['acc_1', 'acc_2'],
-      scope: { keys: ['u_1', 'anon_1'], links: { from: ['anon_1'], to: ['u_1'] } },
+      scope: { keys: ['u_1', 'anon_1'], links: { from: ['anon_1'], to: ['u_1'] }, rollups: true },
       shard: { count: 4, index: 1 },
       rollups: false,
     })

@@ -22,7 +22,7 @@ beforeEach(async () => {
 
 async function run(doc: unknown, opts: Partial<CompileOptions> = {}): Promise<RuleMatch[]> {
   const rule = parseRule(doc)
-  const withRollup = await runRule(db.store, rule, { asOf: NOW, ...opts })
+  const withRollup = await runRule(db.store, rule, { asOf: NOW, rollups: true, ...opts })
   const rawOnly = await runRule(db.store, rule, { asOf: NOW, ...opts, rollups: false })
   expect(rawOnly).toEqual(withRollup)
   if (opts.subjectIds) {

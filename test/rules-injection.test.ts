@@ -62,7 +62,7 @@ describe('injection', () => {
     const { sql, params } = compileRule(rule(name), {
       asOf: NOW,
       subjectIds: [`acc-${name}`, name],
-      scope: { keys: [`u-${name}`], links: { from: [`anon-${name}`], to: [`u-${name}`] } },
+      scope: { keys: [`u-${name}`], links: { from: [`anon-${name}`], to: [`u-${name}`] }, rollups: true },
     })
     expect(sql).not.toContain(name)
     expect(Object.values(params)).toContain(name)

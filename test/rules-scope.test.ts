@@ -37,6 +37,14 @@ describe('incremental scope', () => {
     expect(sorted(s.keys)).toEqual(['anon-2', 'm2', 'nobody', 'old-2'])
   })
 
+  it('reads the rollup in scoped runs only while it is much smaller than the events', async () => {
+    // 9 messages stored, 1 of them activity: 1 rollup row.
+    expect((await loadScope(db.store, 'account', ['A'], NOW)).rollups).toBe(true)
+    // 20 more, each from its own identity: 21 rollup rows for 29 messages (over half).
+    await db.put(Array.from({ length: 20 }, (_, i) => ev({ at: NOW - DAY, event: 'Feature Used', userId: `solo${i}` })))
+    expect((await loadScope(db.store, 'account', ['A'], NOW)).rollups).toBe(false)
+  })
+
   it('splits by count, then halves a part whose lists are too large to bind, covering every subject once', async () => {
     const byCount = await loadScopes(db.store, 'account', ['A', 'B', 'C'], NOW, { subjects: 2, bytes: 1e9 })
     expect(byCount.map((p) => p.ids)).toEqual([['A', 'B'], ['C']])

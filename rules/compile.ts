@@ -30,7 +30,10 @@
  * activity_daily_v1 (migrations 005-006) and only the partial days at the window's edges from
  * events_v1, so a 90-day window costs about as much as its number of distinct identity-days.
  * Conditions that need the raw event (property filters, numeric properties, decay) read
- * events_v1 for their whole window.
+ * events_v1 for their whole window. An incremental run (`subjectIds`) gets its `scope` from
+ * rules/scope.ts: the raw ids to read and their resolution, bound as parameters (the whole
+ * identities_v1 is resolved only by full runs), and whether the rollup pays for so few subjects.
+ * Distinct messages are counted by events_v1.message_key (migration 016).
  */
 import type { Reason } from '../src/signals.js'
 import type { Scope } from './scope.js'

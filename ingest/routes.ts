@@ -247,9 +247,12 @@ export function ingestRoutes(deps: AppDeps) {
     })
   }
 
-  app.on(['POST', 'OPTIONS'], ['/batch', '/b'], ...guard, async (c) => {
-    const { body, bytes } = await open(c)
-    const receivedAt = now()
+  /**
+   * Validate a batch and turn its messages into rows. Apart from the handler, so that the parsed
+   * body is garbage once this returns, instead of living (and being copied by every young-gen
+   * collection) while the handler waits for the store.
+   */
+  function batchRows(c: Context<AppEnv>, { body, bytes }: { body: Record<string, unknown>; bytes: Uint8Array }, receivedAt: number) {
     const envelope = BatchBody.safeParse(body)
     if (!envelope.success) {
       throw new ApiError({ code: 'BAD_REQUEST', message: 'invalid batch', details: zodDetails(envelope.error) })
@@ -264,24 +267,31 @@ export function ingestRoutes(deps: AppDeps) {
     const events: EventRow[] = []
     const errors: IngestErrorRow[] = []
     const rejected: Rejected[] = []
-    batch.forEach((raw, index) => {
+    for (let index = 0; index < batch.length; index++) {
+      const raw = batch[index]
       const checked = checkMessage(raw, undefined, small)
-      // Segment merges the batch's context into each message's own (the message's keys win).
-      if (checked.ok && context) checked.message.context = { ...context, ...checked.message.context }
       if (!checked.ok) {
         for (const d of checked.details) {
           rejected.push({ index, ...d })
           errors.push(errorRow(c, 'error', index, d, raw, receivedAt))
         }
-        return
+        continue
       }
+      // Segment merges the batch's context into each message's own (the message's keys win).
+      if (context) checked.message.context = { ...context, ...checked.message.context }
       const { row, warning } = toEventRow(checked.message, source, receivedAt, sentAt ?? undefined)
       events.push(row)
       if (warning) errors.push(errorRow(c, 'warning', index, warning, raw, receivedAt))
-    })
-    c.get('logger').debug({ accepted: events.length, rejected: rejected.length }, 'batch validated; waiting for the store')
+    }
+    return { events, errors, rejected }
+  }
+
+  app.on(['POST', 'OPTIONS'], ['/batch', '/b'], ...guard, async (c) => {
+    const { events, errors, rejected } = batchRows(c, await open(c), now())
+    const accepted = events.length
+    c.get('logger').debug({ accepted, rejected: rejected.length }, 'batch validated; waiting for the store')
     await deps.sink.write({ events, errors })
-    return c.json({ success: true, accepted: events.length, rejected } satisfies BatchResponse)
+    return c.json({ success: true, accepted, rejected } satisfies BatchResponse)
   })
 
   return app

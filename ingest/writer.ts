@@ -27,7 +27,12 @@ export interface EventSink {
   close(): Promise<void>
 }
 
-type Pending = WriteBatch & { resolve: () => void; reject: (err: unknown) => void }
+type Pending = WriteBatch & {
+  /** The events encoded by `eventsTsv`, outside the JS heap: what the block inserts when none of them is a duplicate. */
+  text: Buffer
+  resolve: () => void
+  reject: (err: unknown) => void
+}
 
 const LOOKUP_CHUNK = 10_000
 /** A forming block is written at most this many `flushMs` after it began, however busy. */
@@ -106,7 +111,9 @@ export class GroupCommitWriter implements EventSink {
     }
     return new Promise<void>((resolve, reject) => {
       const rows = batch.events.length + batch.errors.length
-      this.#pending.push({ ...batch, resolve, reject })
+      // Encoded now: the text's pieces die young, and its bytes live off the heap (not copied by
+      // every young-generation collection while the block forms and is stored).
+      this.#pending.push({ ...batch, text: Buffer.from(eventsTsv(batch.events)), resolve, reject })
       this.#pendingRows += rows
       this.#outstanding += rows
       const now = performance.now()
@@ -214,8 +221,12 @@ export class GroupCommitWriter implements EventSink {
    */
   async #flush(items: Pending[]): Promise<EventRow[]> {
     let prepared: Prepared
+    let text: Buffer | string
     try {
-      prepared = await prepareBlock(this.store, { events: items.flatMap((i) => i.events), errors: items.flatMap((i) => i.errors) }, {}, this.#tailKeys, this.#seen)
+      const events = items.flatMap((i) => i.events)
+      prepared = await prepareBlock(this.store, { events, errors: items.flatMap((i) => i.errors) }, {}, this.#tailKeys, this.#seen)
+      // Every event is new (the usual case): the block's text is its requests' texts, in order.
+      text = prepared.fresh.length === events.length ? Buffer.concat(items.map((i) => i.text)) : eventsTsv(prepared.fresh)
     } finally {
       this.#preparing = false
     }
@@ -223,8 +234,6 @@ export class GroupCommitWriter implements EventSink {
     const keys = new Set<string>()
     for (const e of prepared.fresh) keys.add(dedupKey(e))
     for (const e of prepared.deferred) keys.add(dedupKey(e))
-    // Encoded while the previous block's insert runs.
-    let text = eventsTsv(prepared.fresh)
     const commit = (async () => {
       const previousStored = await previous
       let events = prepared.fresh
@@ -232,7 +241,7 @@ export class GroupCommitWriter implements EventSink {
         const back = await dropStored(this.store, prepared.deferred)
         await insertDerived(this.store, deriveRows(back)) // not via the cache: rare, and always exact
         events = events.concat(back)
-        text += eventsTsv(back)
+        text = Buffer.concat([Buffer.from(text), Buffer.from(eventsTsv(back))])
       }
       await insertEvents(this.store, text)
       return events

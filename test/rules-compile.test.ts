@@ -394,6 +394,15 @@ describe('filters', () => {
     expect(await measured(accountRule({ all: [{ metric: 'count', event: 'E', where: [filter], window: '7d', op: 'gte', value: 1 }] }), ['acc'])).toEqual({ acc: n })
   })
 
+  it('string filters match values written with JSON escapes, as other clients may write them', async () => {
+    // Stored as sent (no re-serialization): an escaped slash, a unicode escape, an escaped quote.
+    const texts = ['{"path":"\\/pricing"}', '{"path":"/pric\\u0069ng"}', '{"path":"a\\"b"}', '{"path":"/pricing"}', '{"path":"/docs","x":"/pricing"}']
+    await db.put(texts.map((properties) => ({ ...ev({ at: NOW - DAY, event: 'E', userId: 'u1', accountId: 'acc' }), properties })))
+    const where = (filter: object) => accountRule({ all: [{ metric: 'count', event: 'E', where: [filter], window: '7d', op: 'gte', value: 1 }] })
+    expect(await measured(where({ property: 'path', op: 'eq', value: '/pricing' }), ['acc'])).toEqual({ acc: 3 })
+    expect(await measured(where({ property: 'path', op: 'in', value: ['a"b', '/nowhere'] }), ['acc'])).toEqual({ acc: 1 })
+  })
+
   it('plan filters read the latest trait as of the evaluation moment', async () => {
     await db.put([
       group('u1', 'free-acc', { plan: 'free' }, NOW - 10 * DAY),

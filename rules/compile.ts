@@ -229,7 +229,9 @@ class Compiler {
       'sum',
       'Float64',
       `toFloat64(uniqExactIf(message_key, ${w.raw}))`,
-      w.roll && `toFloat64(uniqExactMergeIf(messages, ${w.roll}))`,
+      // The rollup is read FINAL: a message stored twice is one element of one row's state, so
+      // summing each row's count is exact without merging the states of a whole window.
+      w.roll && `toFloat64(sumIf(finalizeAggregation(messages), ${w.roll}))`,
     )
   }
 
@@ -586,7 +588,7 @@ export function compileRule(rule: Rule, opts: CompileOptions): CompiledRule {
     const raw = `SELECT ${keys},\n    ${c.parts.map((x) => `${x.raw} AS ${x.alias}`).join(',\n    ')}\n  FROM events_v1\n  WHERE ${rawWhere.join('\n    AND ')}\n  GROUP BY ${keys}`
     if (rolled) {
       const rollWhere = [`day >= ${p.date(c.rollFrom)}`, `day < ${p.date(c.rollTo)}`, ...events(c.rollEvents), ...scope]
-      const roll = `SELECT ${keys},\n    ${c.parts.map((x) => `${x.roll ?? neutral(x)} AS ${x.alias}`).join(',\n    ')}\n  FROM activity_daily_v1\n  WHERE ${rollWhere.join('\n    AND ')}\n  GROUP BY ${keys}`
+      const roll = `SELECT ${keys},\n    ${c.parts.map((x) => `${x.roll ?? neutral(x)} AS ${x.alias}`).join(',\n    ')}\n  FROM activity_daily_v1 FINAL\n  WHERE ${rollWhere.join('\n    AND ')}\n  GROUP BY ${keys}`
       // A raw identity may appear once from each side; (subject, user) merging below sums them.
       ctes.push(cte('raw1', raw), cte('roll1', roll), cte('k1', 'SELECT * FROM raw1 UNION ALL SELECT * FROM roll1'))
     } else {

@@ -58,7 +58,14 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const delivery = new Delivery({ store, bus, logger, config })
   const app = createApp({ config, store, sink, adminToken, writeKeys, logger, bus, evaluator, lifecycle, delivery })
 
-  const server = serve({ fetch: app.fetch, port: config.PORT, hostname: config.HOST })
+  // Requests wait until the start has finished (delivery started, the entry's signal handlers in
+  // place right after): a client that saw /health answer may stop the process at once, and a
+  // SIGTERM before the handlers exist would kill it with requests in flight.
+  let started = false
+  let markStarted!: () => void
+  const ready = new Promise<void>((resolve) => (markStarted = resolve))
+  const fetch: typeof app.fetch = (req, env, ctx) => (started ? app.fetch(req, env, ctx) : ready.then(() => app.fetch(req, env, ctx)))
+  const server = serve({ fetch, port: config.PORT, hostname: config.HOST })
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve)
     server.once('error', reject)
@@ -69,6 +76,8 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   if (generated.adminToken || generated.writeKey) printWelcome(url, config.DATA_DIR, generated, writeKeys[0]?.key)
   evaluator.start()
   await delivery.start(url)
+  started = true
+  markStarted()
 
   let closing: Promise<void> | undefined
   return {
@@ -86,9 +95,12 @@ export async function startServer(env: Record<string, string | undefined>): Prom
         // close() waits for open connections; keep-alive sockets that go idle after it (their
         // last response sent) would hold it for the keep-alive timeout, so they are swept.
         const sweep = setInterval(() => 'closeIdleConnections' in server && server.closeIdleConnections(), 50)
-        await new Promise<void>((resolve) => server.close(() => resolve()))
-        clearInterval(sweep)
+        const drained = new Promise<void>((resolve) => server.close(() => resolve()))
+        // The writes waiting for their group commit are flushed now, not after the quiet period
+        // (their requests hold their connections open); writes that come after are refused (503).
         await sink.close()
+        await drained
+        clearInterval(sweep)
         await evaluator.stop()
         await delivery.stop()
         await store.close()

@@ -55,9 +55,13 @@ describe('the Worker in workerd', () => {
       date_time_input_format: 'best_effort',
     })
     expect(insert.params.insert_deduplication_token).toMatch(/^[0-9a-f]{32}:events_v1:[0-9a-f]{32}$/)
-    // One JSON object per line, with exactly the table's columns.
+    // One JSON object per line, with exactly the table's insertable columns (not message_key, which ClickHouse computes).
     const lines = insert.body.trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>)
-    const columns = (await ch.store.query<{ name: string }>("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'events_v1'")).map((c) => c.name)
+    const columns = (
+      await ch.store.query<{ name: string }>(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'events_v1' AND default_kind NOT IN ('MATERIALIZED', 'ALIAS')",
+      )
+    ).map((c) => c.name)
     expect(lines).toHaveLength(1)
     expect(Object.keys(lines[0] as object).sort()).toEqual(columns.sort())
     expect(lines[0]).toMatchObject({ source: 'web', message_id: id, type: 'track', event: 'Signed Up', user_id: 'u1', account_id: 'acme', properties: '{"plan":"free"}' })

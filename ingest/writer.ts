@@ -274,42 +274,51 @@ export const SEEN_LAG_MS = 60_000
  * a restart (the first flush rewrites), and bounded: the least recently written entries go first.
  */
 export class SeenCache {
-  #rows = new Map<string, { first: string; lastLimit: string }>()
+  /** One map per kind of row, so that keys are the ids themselves (no prefixed copy per lookup). */
+  #rows: Record<SeenKind, Map<string, { first: string; lastLimit: string }>> = { user: new Map(), account: new Map(), membership: new Map() }
   constructor(private readonly maxEntries = 200_000) {}
 
   get size() {
-    return this.#rows.size
+    return this.#rows.user.size + this.#rows.account.size + this.#rows.membership.size
   }
 
   /** Whether a row with this span is already covered in the store. */
-  covers(key: string, row: Span): boolean {
-    const seen = this.#rows.get(key)
+  covers(kind: SeenKind, key: string, row: Span): boolean {
+    const seen = this.#rows[kind].get(key)
     return seen !== undefined && seen.first <= row.first_seen && row.last_seen <= seen.lastLimit
   }
 
   /** Record rows that were just stored (their span widened by what was stored before). */
-  stored(key: string, row: Span) {
-    const seen = this.#rows.get(key)
+  stored(kind: SeenKind, key: string, row: Span) {
+    const rows = this.#rows[kind]
+    const seen = rows.get(key)
     const first = seen && seen.first < row.first_seen ? seen.first : row.first_seen
     const lastLimit = chTime(Date.parse(`${row.last_seen.replace(' ', 'T')}Z`) + SEEN_LAG_MS)
-    if (seen) this.#rows.delete(key)
+    if (seen) rows.delete(key)
     // Keep the larger limit: an older stored last_seen never lowers what the store holds.
-    this.#rows.set(key, { first, lastLimit: seen && seen.lastLimit > lastLimit ? seen.lastLimit : lastLimit })
-    if (this.#rows.size > this.maxEntries) this.#rows.delete(this.#rows.keys().next().value as string)
+    rows.set(key, { first, lastLimit: seen && seen.lastLimit > lastLimit ? seen.lastLimit : lastLimit })
+    if (this.size > this.maxEntries) {
+      // The least recently written entry of the largest kind goes.
+      const { user, account, membership } = this.#rows
+      const largest = user.size >= account.size && user.size >= membership.size ? user : account.size >= membership.size ? account : membership
+      largest.delete(largest.keys().next().value as string)
+    }
   }
 }
 
+type SeenKind = 'user' | 'account' | 'membership'
+
 /** Drop the rows `seen` covers; returns the kept rows with their cache keys. */
-function uncovered<R extends Span>(seen: SeenCache, prefix: string, rows: R[], key: (r: R) => string): { rows: R[]; keys: string[] } {
+function uncovered<R extends Span>(seen: SeenCache, kind: SeenKind, rows: R[], key: (r: R) => string): { kind: SeenKind; rows: R[]; keys: string[] } {
   const kept: R[] = []
   const keys: string[] = []
   for (const r of rows) {
-    const k = prefix + key(r)
-    if (seen.covers(k, r)) continue
+    const k = key(r)
+    if (seen.covers(kind, k, r)) continue
     kept.push(r)
     keys.push(k)
   }
-  return { rows: kept, keys }
+  return { kind, rows: kept, keys }
 }
 
 /** Insert events rows encoded by `eventsTsv`. */
@@ -350,11 +359,11 @@ async function prepareBlock(store: Store, batch: WriteBatch, opts: StoreBlockOpt
     await insertDerived(store, derived, batch.errors, opts.settings)
     return { fresh, deferred }
   }
-  const users = uncovered(seen, 'u\u0000', derived.users, (r) => r.user_id)
-  const accounts = uncovered(seen, 'a\u0000', derived.accounts, (r) => r.account_id)
-  const memberships = uncovered(seen, 'm\u0000', derived.memberships, (r) => `${r.account_id}\u0000${r.user_id}`)
+  const users = uncovered(seen, 'user', derived.users, (r) => r.user_id)
+  const accounts = uncovered(seen, 'account', derived.accounts, (r) => r.account_id)
+  const memberships = uncovered(seen, 'membership', derived.memberships, (r) => `${r.account_id}\u0000${r.user_id}`)
   await insertDerived(store, { ...derived, users: users.rows, accounts: accounts.rows, memberships: memberships.rows }, batch.errors, opts.settings)
-  for (const t of [users, accounts, memberships]) t.rows.forEach((r, i) => seen.stored(t.keys[i] as string, r))
+  for (const t of [users, accounts, memberships]) t.rows.forEach((r, i) => seen.stored(t.kind, t.keys[i] as string, r))
   return { fresh, deferred }
 }
 

@@ -43,10 +43,9 @@ const LOOKUP_BYTES = 512 * 1024
 /**
  * Group commit into ClickHouse. Concurrent requests share one insert, so throughput comes from
  * large blocks while every request is still answered only after its rows are stored. A block is
- * written when `maxRows` rows are waiting, or half of what the clients recently had outstanding
- * (see `#schedule`), or when no request has joined it for `flushMs` (the burst of requests that
- * follows each acknowledgement has ended), and at the latest `MAX_WAIT_FLUSHES × flushMs` after
- * it began to form. Two flushes overlap at most: a block's
+ * written when `maxRows` rows are waiting, or when no request has joined it for `flushMs` (the
+ * burst of requests that follows each acknowledgement has ended), and at the latest
+ * `MAX_WAIT_FLUSHES × flushMs` after it began to form. Two flushes overlap at most: a block's
  * dedup lookup and derived rows run while the previous block's events are inserted; events
  * inserts run one at a time, in order. That is what keeps deduplication exact: each flush drops
  * messages whose (source, message_id) is already stored, repeated in the block, or being stored
@@ -58,12 +57,6 @@ export class GroupCommitWriter implements EventSink {
   #timer: ReturnType<typeof setTimeout> | undefined
   /** When the block now forming began to form (its first write, or the end of the last flush). */
   #formingSince: number | undefined
-  /** Rows written and not yet answered (waiting, preparing or being inserted). */
-  #outstanding = 0
-  /** The recent peak of `#outstanding` (decaying over about a second), and when it was updated. */
-  #peak = 0
-  #peakAt = 0
-  #kickSoon = false
   /** A block is in its first stage (dedup lookup, derived rows); one at a time. */
   #preparing = false
   /** Blocks between their first stage and the end of their events insert (at most two). */
@@ -110,15 +103,10 @@ export class GroupCommitWriter implements EventSink {
       return Promise.reject(new StoreUnavailableError(`the store is not keeping up: ${this.#pendingRows} rows are waiting to be written`))
     }
     return new Promise<void>((resolve, reject) => {
-      const rows = batch.events.length + batch.errors.length
       // Encoded now: the text's pieces die young, and its bytes live off the heap (not copied by
       // every young-generation collection while the block forms and is stored).
       this.#pending.push({ ...batch, text: Buffer.from(eventsTsv(batch.events)), resolve, reject })
-      this.#pendingRows += rows
-      this.#outstanding += rows
-      const now = performance.now()
-      this.#peak = Math.max(this.#outstanding, this.#peak * Math.exp((this.#peakAt - now) / 1000))
-      this.#peakAt = now
+      this.#pendingRows += batch.events.length + batch.errors.length
       this.#schedule()
     })
   }
@@ -131,28 +119,11 @@ export class GroupCommitWriter implements EventSink {
     await new Promise<void>((resolve) => this.#idle.push(resolve))
   }
 
-  /**
-   * Decide when the waiting rows are written: now, or after a quiet `flushMs`. Now also once half
-   * of what the clients recently had outstanding is waiting (and at least a tenth of `maxRows`):
-   * clients that wait for their answer send nothing more, so when they all send at once (after a
-   * block that held them all), waiting for the last of them would leave the store idle while
-   * the server reads their requests; in two halves, one half is stored while the other is read.
-   */
+  /** Decide when the waiting rows are written: now, or after a quiet `flushMs`. */
   #schedule() {
     if (this.#preparing || this.#inFlight >= 2 || this.#pending.length === 0) return // a running flush reschedules when it ends
     const { flushMs, maxRows } = this.opts
     if (this.#pendingRows >= maxRows || flushMs === 0) return this.#kick()
-    if (this.#pendingRows >= Math.max(maxRows / 10, this.#peak / 2)) {
-      // After the writes of this turn of the event loop: writes made together share a block.
-      if (!this.#kickSoon) {
-        this.#kickSoon = true
-        queueMicrotask(() => {
-          this.#kickSoon = false
-          this.#kick()
-        })
-      }
-      return
-    }
     const now = performance.now()
     this.#formingSince ??= now
     const deadline = this.#formingSince + flushMs * MAX_WAIT_FLUSHES
@@ -178,7 +149,6 @@ export class GroupCommitWriter implements EventSink {
     const started = performance.now()
     void this.#flush(items).then(
       (stored) => {
-        this.#outstanding -= rows
         for (const i of items) i.resolve()
         this.opts.logger?.debug({ requests: items.length, rows, stored: stored.length, ms: Math.round(performance.now() - started) }, 'flushed')
         // A listener's failure (thrown or rejected) must not touch requests already acknowledged,
@@ -191,7 +161,6 @@ export class GroupCommitWriter implements EventSink {
         }
       },
       (err) => {
-        this.#outstanding -= rows
         const failure = new StoreUnavailableError(err)
         for (const i of items) i.reject(failure)
       },

@@ -328,29 +328,6 @@ describe('GroupCommitWriter', () => {
     await writer.close()
   })
 
-  it('once half of what the clients had outstanding is waiting, it is written without the quiet period', async () => {
-    const { store: s, inserts } = counting(store())
-    const writer = new GroupCommitWriter(s, { flushMs: 1000, maxRows: 10_000 })
-    const batchOf = (n: number) => ({ events: Array.from({ length: n }, () => event(uid('half'))), errors: [] })
-    // Twelve clients send 500 rows each at once: one block (they were written together).
-    await Promise.all(Array.from({ length: 12 }, () => writer.write(batchOf(500))))
-    expect(inserts).toEqual([6000])
-    // They come back one by one: the first half is written as soon as it is there, not after
-    // a second of quiet, and the rest follows.
-    const writes: Promise<void>[] = []
-    for (let i = 0; i < 12; i++) {
-      writes.push(writer.write(batchOf(500)))
-      await new Promise((r) => setImmediate(r))
-    }
-    const started = performance.now()
-    await writes[0]
-    expect(performance.now() - started).toBeLessThan(1000)
-    await Promise.all(writes)
-    expect(inserts.slice(1).reduce((a, b) => a + b, 0)).toBe(6000)
-    expect(inserts.length).toBeGreaterThanOrEqual(3)
-    await writer.close()
-  })
-
   it('a burst of writes joins one block while they keep coming, up to 10 × flushMs', async () => {
     const { store: s, inserts } = counting(store())
     const writer = new GroupCommitWriter(s, { flushMs: 200, maxRows: 10_000 })

@@ -90,34 +90,33 @@ SETTINGS join_use_nulls = 0`,
 /** A slice of an incremental run's subjects of one type, with its scope. */
 export type ScopePart = { ids: string[]; scope: Scope }
 
-/** Subjects per scope: an account brings its members and their linked ids. */
-const PART_SUBJECTS = { account: 250, user: 2_500 } as const
 /**
- * Bytes a scope's lists may take as query parameters (estimated as rules/ids.ts does): a ClickHouse
- * server reached over HTTP takes them in the URL, capped at 1 MiB. A larger scope is split.
+ * Bytes a scope's lists may take as query parameters: a ClickHouse server reached over HTTP takes
+ * them in the URL, capped at 1 MiB (`http_max_uri_size`). The embedded engine has no such cap, and
+ * splitting costs a scan of the events per slice and rule, so there a scope is never split.
  */
-const PART_BYTES = 600_000
+const SERVER_PART_BYTES = 600_000
 
-const listBytes = (xs: readonly string[]) => xs.reduce((n, x) => n + x.length * 3 + 3, 0)
+const listBytes = (xs: readonly string[]) => xs.reduce((n, x) => n + encodeURIComponent(x).length + 3, 0)
 const scopeBytes = (ids: string[], s: Scope) => listBytes(ids) + listBytes(s.keys) + listBytes(s.links.from) + listBytes(s.links.to)
 
 /**
- * The scopes of `ids`, in slices small enough to bind: by count first, then halved while a slice's
- * scope is too large. A single subject whose scope is still too large keeps it (the embedded engine
- * takes any size; a server may refuse the query, which is reported as that rule's error).
+ * The scopes of `ids`, in slices small enough to bind (halved while a slice's lists are too
+ * large). A single subject whose scope is still too large keeps it; a server may then refuse the
+ * query, which is reported as that rule's error.
  */
 export async function loadScopes(
   store: Store,
   subject: 'account' | 'user',
   ids: string[],
   asOf: number,
-  limits: { subjects: number; bytes: number } = { subjects: PART_SUBJECTS[subject], bytes: PART_BYTES },
+  maxBytes = store.kind === 'server' ? SERVER_PART_BYTES : Number.POSITIVE_INFINITY,
 ): Promise<ScopePart[]> {
   const parts: ScopePart[] = []
-  const queue = [...idChunks(ids, limits.subjects)]
+  const queue = ids.length ? [ids] : []
   for (let chunk = queue.shift(); chunk; chunk = queue.shift()) {
     const scope = await loadScope(store, subject, chunk, asOf)
-    if (chunk.length > 1 && scopeBytes(chunk, scope) > limits.bytes) {
+    if (chunk.length > 1 && scopeBytes(chunk, scope) > maxBytes) {
       const half = chunk.length >> 1
       queue.unshift(chunk.slice(0, half), chunk.slice(half))
       continue

@@ -45,10 +45,9 @@ describe('incremental scope', () => {
     expect((await loadScope(db.store, 'account', ['A'], NOW)).rollups).toBe(false)
   })
 
-  it('splits by count, then halves a part whose lists are too large to bind, covering every subject once', async () => {
-    const byCount = await loadScopes(db.store, 'account', ['A', 'B', 'C'], NOW, { subjects: 2, bytes: 1e9 })
-    expect(byCount.map((p) => p.ids)).toEqual([['A', 'B'], ['C']])
-    const bySize = await loadScopes(db.store, 'account', ['A', 'B', 'C'], NOW, { subjects: 3, bytes: 1 })
+  it('on a server, halves a slice whose lists are too large to bind, covering every subject once; embedded, never splits', async () => {
+    expect((await loadScopes(db.store, 'account', ['A', 'B', 'C'], NOW)).map((p) => p.ids)).toEqual([['A', 'B', 'C']])
+    const bySize = await loadScopes(db.store, 'account', ['A', 'B', 'C'], NOW, 1)
     expect(bySize.map((p) => p.ids)).toEqual([['A'], ['B'], ['C']])
     expect(sorted(bySize[2]?.scope.keys ?? [])).toEqual(['m4'])
   })

@@ -35,7 +35,7 @@ export type Scope = {
 }
 
 /** The rollup is read by scoped runs when it has at most this many rows per stored event. */
-export const SCOPED_ROLLUP_MAX_DENSITY = 0.5
+const SCOPED_ROLLUP_MAX_DENSITY = 0.5
 
 const Keys = z.object({ keys: z.array(z.string()) })
 const Links = z.object({ from: z.array(z.string()), to: z.array(z.string()) })

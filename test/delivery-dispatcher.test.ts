@@ -65,4 +65,24 @@ describe('Dispatcher', () => {
       await d.stop()
     }
   })
+
+  it('a shutdown that begins during a scan, with an attempt in flight, ends: the attempt is recorded once, as interrupted', async () => {
+    // The receiver never answers: the attempt is in flight when the shutdown aborts it.
+    const rx = await startReceiver(() => ({ status: 200, after: new Promise(() => {}) }))
+    receivers.push(rx)
+    const d = dispatcher()
+    await d.start()
+    const w = await d.webhooks.create({ url: rx.url, description: '', kinds: [], rule_ids: ['r-stop'], format: 'json', enabled: true })
+    d.webhookChanged(w)
+    await fire(store, bus, makeSignal({ rule_id: 'r-stop' }))
+    await until(() => rx.requests.length === 1, { what: 'the attempt in flight' })
+    // A scan is reading the store when stop() aborts the attempt. The interrupted attempt is due
+    // again at once; restarting it (the bug this guards) looped in microtasks and starved the scan.
+    d.wake()
+    await d.stop()
+    const [delivery] = (await d.outbox.list(w.id, { limit: 10 })).data
+    expect(delivery).toMatchObject({ status: 'retrying', last_error: 'interrupted by a shutdown' })
+    expect(delivery?.attempts).toMatchObject([{ attempt: 1, error: 'interrupted by a shutdown' }])
+    expect(rx.requests).toHaveLength(1)
+  })
 })

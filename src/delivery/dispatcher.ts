@@ -362,10 +362,17 @@ class EndpointWorker {
     this.#queue.clear()
   }
 
+  /** Stopped, or the dispatcher is shutting down (its stop signal fires before each worker's stop()). */
+  get #halted() {
+    return this.#stopped || this.dispatcher.stopSignal.aborted
+  }
+
   #pump() {
     clearTimeout(this.#timer)
     this.#timer = undefined
-    if (this.#stopped || !this.accepting) return
+    // Once the shutdown has begun nothing new starts: an attempt would end at once as
+    // interrupted (due again immediately) and be restarted, a loop that never yields.
+    if (this.#halted || !this.accepting) return
     const now = this.o.now()
     while (this.#inflight.size < this.o.concurrency) {
       let next: DeliveryRecord | undefined
@@ -422,7 +429,7 @@ class EndpointWorker {
     this.dispatcher.recorder
       .record(next, attempt)
       .catch((err) => this.o.logger.warn({ err, delivery: d.id }, 'webhooks: could not record an attempt'))
-    if (next.status === 'retrying' && !this.#stopped) this.#queue.set(next.id, next)
+    if (next.status === 'retrying' && !this.#halted) this.#queue.set(next.id, next)
     this.o.logger.debug({ delivery: d.id, webhook: w.id, status: next.status, code: result.statusCode, ms: result.durationMs }, 'webhook attempt')
   }
 }

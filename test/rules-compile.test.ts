@@ -401,6 +401,9 @@ describe('filters', () => {
     const where = (filter: object) => accountRule({ all: [{ metric: 'count', event: 'E', where: [filter], window: '7d', op: 'gte', value: 1 }] })
     expect(await measured(where({ property: 'path', op: 'eq', value: '/pricing' }), ['acc'])).toEqual({ acc: 3 })
     expect(await measured(where({ property: 'path', op: 'in', value: ['a"b', '/nowhere'] }), ['acc'])).toEqual({ acc: 1 })
+    // More values than multiSearchAny takes (255): the filter still works, without the prefilter.
+    const many = [...Array.from({ length: 300 }, (_, i) => `/p${i}`), '/pricing']
+    expect(await measured(where({ property: 'path', op: 'in', value: many }), ['acc'])).toEqual({ acc: 3 })
   })
 
   it('plan filters read the latest trait as of the evaluation moment', async () => {

@@ -82,6 +82,8 @@ export function valuePredicate(p: Params, raw: string, f: { op: PropertyFilter['
 export function textPrefilter(p: Params, doc: string, f: { op: PropertyFilter['op']; value?: unknown }): string {
   const values = f.op === 'eq' ? [f.value] : f.op === 'in' ? (f.value as unknown[]) : []
   if (values.length === 0 || values.some((v) => typeof v !== 'string' && typeof v !== 'boolean')) return ''
+  // multiSearchAny takes at most 255 needles; a longer list goes without the prefilter.
+  if (values.length > 255) return ''
   const needles = values.map((v) => JSON.stringify(String(v)).slice(1, -1))
   return `(multiSearchAny(${doc}, ${p.bind(needles, 'Array(String)')}) OR position(${doc}, '\\\\') > 0)`
 }

@@ -1,7 +1,6 @@
-import type { Logger } from 'pino'
 import { z } from 'zod'
-import type { RetryPolicy } from '../delivery/backoff.js'
 import { attemptDelivery, newDelivery } from '../delivery/deliver.js'
+import type { DispatcherOptions } from '../delivery/dispatcher.js'
 import { eventIdFloor, idTime } from '../delivery/ids.js'
 import { type LogRow, readLog } from '../delivery/log.js'
 import { type DeliveryRecord, OutboxStore } from '../delivery/outbox.js'
@@ -107,15 +106,8 @@ async function requeueStale(outbox: OutboxStore, queue: QueueProducer<DeliveryMe
   return stale.length
 }
 
-export type DeliveryConsumerDeps = {
-  store: Store
-  logger: Logger
-  policy: RetryPolicy
-  timeoutMs: number
-  publicUrl?: string
-  now?: () => number
-  random?: () => number
-}
+/** What the queue consumer needs: the Node dispatcher's options for making an attempt. */
+export type DeliveryConsumerDeps = Pick<DispatcherOptions, 'store' | 'logger' | 'policy' | 'timeoutMs' | 'publicUrl' | 'now' | 'random'>
 
 /**
  * The delivery queue's consumer: each message is one attempt of one delivery (signed as on Node,

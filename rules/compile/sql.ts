@@ -71,6 +71,9 @@ export function valuePredicate(p: Params, raw: string, f: { op: PropertyFilter['
   }
 }
 
+/** The values an `eq` / `in` filter accepts (none for other operators). */
+const equalityValues = (f: { op: PropertyFilter['op']; value?: unknown }): unknown[] => (f.op === 'eq' ? [f.value] : f.op === 'in' ? (f.value as unknown[]) : [])
+
 /**
  * A cheap necessary condition for `valuePredicate` on a value inside the JSON document `doc`
  * (a text column), or '' when there is none: for `eq` / `in` on strings and booleans, the
@@ -80,7 +83,7 @@ export function valuePredicate(p: Params, raw: string, f: { op: PropertyFilter['
  * parsing the JSON of most rows (parsing was over half of the default MQL rule's time).
  */
 export function textPrefilter(p: Params, doc: string, f: { op: PropertyFilter['op']; value?: unknown }): string {
-  const values = f.op === 'eq' ? [f.value] : f.op === 'in' ? (f.value as unknown[]) : []
+  const values = equalityValues(f)
   if (values.length === 0 || values.some((v) => typeof v !== 'string' && typeof v !== 'boolean')) return ''
   // multiSearchAny takes at most 255 needles; a longer list goes without the prefilter.
   if (values.length > 255) return ''
@@ -95,7 +98,7 @@ export function textPrefilter(p: Params, doc: string, f: { op: PropertyFilter['o
  * first. Either way behind `textPrefilter` where it applies.
  */
 export function documentPredicate(p: Params, doc: string, key: string, f: { op: PropertyFilter['op']; value?: unknown }): string {
-  const strings = f.op === 'eq' ? [f.value] : f.op === 'in' ? (f.value as unknown[]) : []
+  const strings = equalityValues(f)
   const direct = strings.length > 0 && strings.every((v) => typeof v === 'string' && v !== '')
   const k = p.str(key)
   const test = direct

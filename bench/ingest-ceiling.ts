@@ -1,7 +1,7 @@
 /**
  * The ceiling for bench/ingest.ts: the same rows (the events_v1 row of each benchmark message, built
  * by the same normalisation as the server) inserted straight into events_v1 of a fresh embedded
- * store, in 10,000-row blocks, in the server's insert format (TabSeparated text through
+ * store, in BLOCK-row blocks (10,000 unless set), in the server's insert format (TabSeparated text through
  * `Store.insertRaw`), encoded before the clock starts: the fastest way to put these rows into
  * the engine. Run as its own process; prints one JSON line: `{ rows, seconds, rowsPerSecond }`.
  */

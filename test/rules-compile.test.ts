@@ -385,6 +385,9 @@ describe('filters', () => {
     [{ property: 'title', op: 'contains', value: 'vp' }, 1],
     [{ property: 'title', op: 'contains', value: ['nothing', 'ENGIN'] }, 1],
     [{ property: 'tags', op: 'contains', value: 'beta' }, 1],
+    // More needles than one multiSearchAny call takes (255): searched in slices, the match in the last one.
+    [{ property: 'title', op: 'contains', value: [...Array.from({ length: 600 }, (_, i) => `nothing${i}`), 'OF SALES'] }, 1],
+    [{ property: 'tags', op: 'contains', value: [...Array.from({ length: 600 }, (_, i) => `nothing${i}`), 'Admin'] }, 1],
     [{ property: 'flag', op: 'exists' }, 1],
     [{ property: 'flag', op: 'exists', value: false }, 3],
     [{ property: 'flag', op: 'eq', value: true }, 1],

@@ -28,6 +28,9 @@ export class Params {
   date = (ms: number) => this.bind(new Date(ms).toISOString().slice(0, 10), 'Date')
 }
 
+/** The most needles ClickHouse's multiSearchAny* functions take in one call. */
+const MULTI_SEARCH_MAX = 255
+
 /**
  * A JSON value (`raw`: its JSON text, '' when absent) tested against a filter operator, as SQL.
  * Numbers compare numerically whether sent as JSON numbers or numeric strings ("42"); strings
@@ -65,8 +68,14 @@ export function valuePredicate(p: Params, raw: string, f: { op: PropertyFilter['
       return `(${present} AND (${parts.join(' OR ')}))`
     }
     case 'contains': {
-      const needles = p.bind(Array.isArray(v) ? v : [v], 'Array(String)')
-      return `(${present} AND if(JSONType(${raw}) = 'Array', hasAny(JSONExtract(${raw}, 'Array(String)'), ${needles}), multiSearchAnyCaseInsensitiveUTF8(${str}, ${needles})))`
+      const list = (Array.isArray(v) ? v : [v]).map(String)
+      // multiSearchAny takes at most MULTI_SEARCH_MAX needles: a longer list is searched in slices.
+      const search: string[] = []
+      for (let i = 0; i < list.length; i += MULTI_SEARCH_MAX) {
+        search.push(`multiSearchAnyCaseInsensitiveUTF8(${str}, ${p.bind(list.slice(i, i + MULTI_SEARCH_MAX), 'Array(String)')})`)
+      }
+      const inArray = `hasAny(JSONExtract(${raw}, 'Array(String)'), ${p.bind(list, 'Array(String)')})`
+      return `(${present} AND if(JSONType(${raw}) = 'Array', ${inArray}, ${search.join(' OR ')}))`
     }
   }
 }
@@ -85,8 +94,8 @@ const equalityValues = (f: { op: PropertyFilter['op']; value?: unknown }): unkno
 export function textPrefilter(p: Params, doc: string, f: { op: PropertyFilter['op']; value?: unknown }): string {
   const values = equalityValues(f)
   if (values.length === 0 || values.some((v) => typeof v !== 'string' && typeof v !== 'boolean')) return ''
-  // multiSearchAny takes at most 255 needles; a longer list goes without the prefilter.
-  if (values.length > 255) return ''
+  // A longer list goes without the prefilter (it is only a shortcut).
+  if (values.length > MULTI_SEARCH_MAX) return ''
   const needles = values.map((v) => JSON.stringify(String(v)).slice(1, -1))
   return `(multiSearchAny(${doc}, ${p.bind(needles, 'Array(String)')}) OR position(${doc}, '\\\\') > 0)`
 }

@@ -36,13 +36,35 @@ describe('migration 016 (events_v1.message_key)', () => {
     await migrate(store, all.filter((m) => m.version < 16))
     // Stored before the column existed; m1 twice, as a retry around the writer would.
     await store.insert('events_v1', [row('app', 'm1'), row('app', 'm1'), row('web', 'm1')])
-    expect(await migrate(store, all)).toEqual(['016_add_events_message_key_v1'])
+    expect(await migrate(store, all.filter((m) => m.version <= 16))).toEqual(['016_add_events_message_key_v1'])
     await store.insert('events_v1', [row('app', 'm2'), row('app', 'm1')])
     const [r] = await store.query<{ rows: number; keyed: number; messages: number }>(
       `SELECT count() AS rows, countIf(message_key = cityHash64(source, message_id)) AS keyed, uniqExact(message_key) AS messages FROM events_v1`,
     )
     expect(r).toEqual({ rows: 5, keyed: 5, messages: 3 })
     // Applied once: a second start has nothing to do.
-    expect(await migrate(store, all)).toEqual([])
+    expect(await migrate(store, all.filter((m) => m.version <= 16))).toEqual([])
+  })
+})
+
+describe('migration 017 (signal_claims_v1 expiry)', () => {
+  it('drops claims stored more than 30 days ago, whatever moment the evaluator claimed them at', async () => {
+    expect(await migrate(store, readMigrations())).toEqual(['017_expire_signal_claims_v1'])
+    expect(await migrate(store, readMigrations())).toEqual([])
+    const ago = (days: number, ms = true) => {
+      const t = new Date(Date.now() - days * 86_400_000).toISOString().replace('T', ' ').replace('Z', '')
+      return ms ? t : t.slice(0, 19)
+    }
+    const claim = (key: string, claimed_at: string, stored_at?: string) => ({ claim_key: key, owner: 'o', signal_id: `sig_${key}`, signal: '{}', claimed_at, ...(stored_at ? { stored_at } : {}) })
+    await store.insert('signal_claims_v1', [
+      claim('old', ago(1), ago(31, false)),
+      claim('recent', ago(1), ago(29, false)),
+      // An evaluator whose clock is set in the past (tests, replays) claims now: kept.
+      claim('now', ago(400)),
+    ])
+    // TTL is applied by merges; a final merge applies it now.
+    await store.command('OPTIMIZE TABLE signal_claims_v1 FINAL')
+    const rows = await store.query<{ claim_key: string }>('SELECT claim_key FROM signal_claims_v1 ORDER BY claim_key')
+    expect(rows.map((r) => r.claim_key)).toEqual(['now', 'recent'])
   })
 })

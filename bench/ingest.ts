@@ -183,6 +183,8 @@ const inFlight = CONNECTIONS * BATCH
 const ceilingInFlight = await ceilingRun(inFlight)
 const ratio = s.load.eventsPerSecond / ceiling.rowsPerSecond
 const boundRatio = ceilingInFlight.rowsPerSecond / ceiling.rowsPerSecond
+/** CPU seconds spent on the run's EVENTS events, as µs per event. */
+const perEvent = (cpuSeconds: number) => `${((cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs`
 
 writeSection(
   'ingest',
@@ -200,11 +202,11 @@ Ceiling: the same rows inserted straight into \`events_v1\` (same DDL, so its de
 | requests | ${fmt(s.load.requests)} in ${s.load.seconds.toFixed(1)} s |
 | server peak RSS (VmHWM) | ${mb(s.peakRss)} |
 | CPU per event ratio (ceiling / server), less sensitive to other load on the machine | ${(ceiling.cpuSeconds / s.cpu).toFixed(2)} |
-| CPU per event: server / load generator / ceiling | ${((s.cpu / EVENTS) * 1e6).toFixed(0)} µs / ${((s.load.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs / ${((ceiling.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs |
+| CPU per event: server / load generator / ceiling | ${perEvent(s.cpu)} / ${perEvent(s.load.cpuSeconds)} / ${perEvent(ceiling.cpuSeconds)} |
 | ceiling time | ${ceiling.seconds.toFixed(1)} s |
-| the same direct insert in ${fmt(inFlight)}-row blocks (every message this load can have in flight, in one insert) | ${fmt(ceilingInFlight.rowsPerSecond)} rows/s = **${boundRatio.toFixed(2)}** of the ceiling, ${((ceilingInFlight.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs CPU per row |
+| the same direct insert in ${fmt(inFlight)}-row blocks (every message this load can have in flight, in one insert) | ${fmt(ceilingInFlight.rowsPerSecond)} rows/s = **${boundRatio.toFixed(2)}** of the ceiling, ${perEvent(ceilingInFlight.cpuSeconds)} CPU per row |
 | 1-minute load average at start | ${load1.toFixed(2)} |
 
-What bounds the ratio here: a server that answers a batch only after its rows are stored can never insert blocks larger than the ${fmt(inFlight)} messages this load keeps in flight, and the engine's cost per row grows as blocks shrink; the row above is that insert alone, with no HTTP, parsing, dedup lookup or load generator sharing the ${cpus().length} cores. At ${TARGET} of the ceiling (${fmt(TARGET * ceiling.rowsPerSecond)} events/s) the cores give ${((cpus().length / (TARGET * ceiling.rowsPerSecond)) * 1e6).toFixed(0)} µs of CPU per event, of which that insert takes ${((ceilingInFlight.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs and the load generator ${((s.load.cpuSeconds / EVENTS) * 1e6).toFixed(0)} µs.
+What bounds the ratio here: a server that answers a batch only after its rows are stored can never insert blocks larger than the ${fmt(inFlight)} messages this load keeps in flight, and the engine's cost per row grows as blocks shrink; the row above is that insert alone, with no HTTP, parsing, dedup lookup or load generator sharing the ${cpus().length} cores. At ${TARGET} of the ceiling (${fmt(TARGET * ceiling.rowsPerSecond)} events/s) the cores give ${((cpus().length / (TARGET * ceiling.rowsPerSecond)) * 1e6).toFixed(0)} µs of CPU per event, of which that insert takes ${perEvent(ceilingInFlight.cpuSeconds)} and the load generator ${perEvent(s.load.cpuSeconds)}.
 `,
 )

@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs'
 import { afterAll, describe, expect, it } from 'vitest'
+import { chTime } from '../ingest/normalize.js'
 import { loadConfig } from '../src/config.js'
 import { migrate, readMigrations } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'
@@ -51,14 +52,13 @@ describe('migration 017 (signal_claims_v1 expiry)', () => {
   it('drops claims stored more than 30 days ago, whatever moment the evaluator claimed them at', async () => {
     expect(await migrate(store, readMigrations())).toEqual(['017_expire_signal_claims_v1'])
     expect(await migrate(store, readMigrations())).toEqual([])
-    const ago = (days: number, ms = true) => {
-      const t = new Date(Date.now() - days * 86_400_000).toISOString().replace('T', ' ').replace('Z', '')
-      return ms ? t : t.slice(0, 19)
-    }
+    const ago = (days: number) => chTime(Date.now() - days * 86_400_000)
+    // stored_at is a DateTime (seconds).
+    const agoSeconds = (days: number) => ago(days).slice(0, 19)
     const claim = (key: string, claimed_at: string, stored_at?: string) => ({ claim_key: key, owner: 'o', signal_id: `sig_${key}`, signal: '{}', claimed_at, ...(stored_at ? { stored_at } : {}) })
     await store.insert('signal_claims_v1', [
-      claim('old', ago(1), ago(31, false)),
-      claim('recent', ago(1), ago(29, false)),
+      claim('old', ago(1), agoSeconds(31)),
+      claim('recent', ago(1), agoSeconds(29)),
       // An evaluator whose clock is set in the past (tests, replays) claims now: kept.
       claim('now', ago(400)),
     ])

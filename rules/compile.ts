@@ -119,6 +119,8 @@ const thresholdOf = (v: unknown): Reason['threshold'] =>
 
 class Compiler {
   readonly p: P = new Params()
+  /** The rule being compiled (several rules of one subject type can share one query). */
+  rule: Rule
   readonly account: boolean
   readonly useRollups: boolean
   readonly parts: Part[] = []
@@ -144,12 +146,13 @@ class Compiler {
   #n = 0
 
   constructor(
-    readonly rule: Rule,
+    rules: Rule[],
     readonly opts: CompileOptions,
   ) {
-    this.account = rule.subject === 'account'
+    this.rule = rules[0] as Rule
+    this.account = this.rule.subject === 'account'
     this.useRollups = opts.rollups ?? (opts.subjectIds && opts.scope ? opts.scope.rollups : true)
-    this.rawFloor = rawFloor(rule, opts.asOf)
+    this.rawFloor = Math.min(...rules.map((r) => rawFloor(r, opts.asOf)))
   }
 
   get asOf() {
@@ -501,28 +504,53 @@ function reasonSql(c: Compiler, leaf: Leaf, i: number): string {
 const cte = (name: string, sql: string) => `${name} AS (\n  ${sql.trim()}\n)`
 
 export function compileRule(rule: Rule, opts: CompileOptions): CompiledRule {
-  const c = new Compiler(rule, opts)
+  return compileRules([rule], opts)
+}
+
+/** Whether `compileRules` can put these rules in one query: one subject type, the same `sources`. */
+export function fusable(a: Rule, b: Rule): boolean {
+  return a.subject === b.subject && JSON.stringify(a.sources ?? null) === JSON.stringify(b.sources ?? null)
+}
+
+/**
+ * Several rules of one subject type in one query: they share the scans of events_v1 and the
+ * rollup, the identity resolution and the attribution to accounts, which are most of a rule's
+ * cost. One row per subject with `matched<k>`, `score<k>`, `reasons<k>` for the k-th rule; a full
+ * run keeps the subjects that match at least one of them. One rule compiles to the columns
+ * `matched`, `score`, `reasons` (the contract at the top of this file).
+ */
+export function compileRules(rules: Rule[], opts: CompileOptions): CompiledRule {
+  const first = rules[0]
+  if (!first) throw new Error('compileRules: no rule')
+  if (rules.some((r) => !fusable(first, r))) throw new Error('compileRules: rules of one query need the same subject type and sources')
+  const c = new Compiler(rules, opts)
   const p = c.p
   const account = c.account
+  const rule = first
 
-  // 1. Leaves: trait filters, then the conditions or the score items.
-  const conjuncts = (rule.where ?? []).map((f) => c.leaf(c.traitLeaf(f)))
-  let score = 'CAST(NULL AS Nullable(Float64))'
-  if (rule.score) {
-    const window = parseDuration(rule.score.window ?? DEFAULT_WINDOW.score)
-    const halfLife = rule.score.half_life ? parseDuration(rule.score.half_life) : undefined
-    const items = rule.score.items.map((item) => c.leaf(c.scoreItem(item, window, halfLife)).replace('p', 'm'))
-    score = `round(${items.join(' + ')}, 4)`
-    conjuncts.push(
-      c.leaf({
-        measured: score,
-        pass: `${score} >= ${p.num(rule.threshold!)}`,
-        reason: { condition: `score >= ${rule.threshold}`, metric: 'score', op: 'gte', threshold: rule.threshold! },
-      }),
-    )
-  } else {
-    conjuncts.push(c.condition(rule.when!))
-  }
+  // 1. Leaves, rule by rule: trait filters, then the conditions or the score items.
+  const compiled = rules.map((r) => {
+    c.rule = r
+    const from = c.leaves.length
+    const conjuncts = (r.where ?? []).map((f) => c.leaf(c.traitLeaf(f)))
+    let score = 'CAST(NULL AS Nullable(Float64))'
+    if (r.score) {
+      const window = parseDuration(r.score.window ?? DEFAULT_WINDOW.score)
+      const halfLife = r.score.half_life ? parseDuration(r.score.half_life) : undefined
+      const items = r.score.items.map((item) => c.leaf(c.scoreItem(item, window, halfLife)).replace('p', 'm'))
+      score = `round(${items.join(' + ')}, 4)`
+      conjuncts.push(
+        c.leaf({
+          measured: score,
+          pass: `${score} >= ${p.num(r.threshold!)}`,
+          reason: { condition: `score >= ${r.threshold}`, metric: 'score', op: 'gte', threshold: r.threshold! },
+        }),
+      )
+    } else {
+      conjuncts.push(c.condition(r.when!))
+    }
+    return { conjuncts, score, from, to: c.leaves.length }
+  })
 
   // 2. The subjects in scope.
   const ids = opts.subjectIds
@@ -649,18 +677,24 @@ export function compileRule(rule: Rule, opts: CompileOptions): CompiledRule {
     ...(l.hidden ? [] : (l.detail ?? []).map(([, sql], j) => `${sql} AS d${i}_${j}`)),
   ])
   const shard = shardOf('u.subject_id')
-  const reasons = c.leaves.flatMap((l, i) => (l.hidden ? [] : [reasonSql(c, l, i)]))
+  // One rule: matched / score / reasons; several: matched0 / score0 / reasons0, matched1, …
+  const suffix = (k: number) => (rules.length === 1 ? '' : String(k))
+  const outer = compiled.map(({ from, to }, k) => {
+    const reasons = c.leaves.flatMap((l, i) => (l.hidden || i < from || i >= to ? [] : [reasonSql(c, l, i)]))
+    const s = suffix(k)
+    return `toUInt8(matched_${s}) AS matched${s}, score_${s} AS score${s},\n  concat('[', ${reasons.join(",\n    ',', ")}, ']') AS reasons${s}`
+  })
+  const inner = compiled.map(({ conjuncts, score }, k) => `${conjuncts.join(' AND ')} AS matched_${suffix(k)},\n    ${score} AS score_${suffix(k)}`)
+  const anyMatched = compiled.map((_, k) => `matched${suffix(k)} = 1`).join(' OR ')
   const sql = `WITH
 ${ctes.join(',\n')}
-SELECT subject_id, toUInt8(matched_) AS matched, score_ AS score,
-  concat('[', ${reasons.join(",\n    ',', ")}, ']') AS reasons
+SELECT subject_id, ${outer.join(',\n  ')}
 FROM (
   SELECT u.subject_id AS subject_id,
     ${cols.join(',\n    ')},
-    ${conjuncts.join(' AND ')} AS matched_,
-    ${score} AS score_
+    ${inner.join(',\n    ')}
   FROM u0 AS u${joins.map((j) => `\n  ${j}`).join('')}${shard ? `\n  WHERE ${shard}` : ''}
-)${ids ? '' : '\nWHERE matched = 1'}
+)${ids ? '' : `\nWHERE ${anyMatched}`}
 ORDER BY subject_id
 SETTINGS join_use_nulls = 0`
   return { sql, params: p.values }

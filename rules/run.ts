@@ -1,15 +1,14 @@
 import { z } from 'zod'
 import { Reason } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
-import { type CompileOptions, compileRule } from './compile.js'
+import { type CompileOptions, compileRules } from './compile.js'
 import { loadScope } from './scope.js'
 import type { Rule } from './schema.js'
 
 export type RuleMatch = { subjectId: string; matched: boolean; score: number | null; reasons: Reason[] }
 
-/** A row of a compiled rule, checked where it crosses into the app. */
-const Row = z.object({
-  subject_id: z.string(),
+/** One rule's columns in a compiled row (rules/compile.ts): `matched`, or `matched0` for the first of several. */
+const Columns = z.object({
   matched: z.coerce.number(),
   score: z.coerce.number().nullable(),
   reasons: z.string(),
@@ -22,17 +21,33 @@ const Row = z.object({
  * query; an evaluation loads it once per subject type instead).
  */
 export async function runRule(store: Store, rule: Rule, opts: CompileOptions): Promise<RuleMatch[]> {
-  if (opts.subjectIds && opts.subjectIds.length === 0) return []
-  const scope = opts.subjectIds && !opts.scope ? await loadScope(store, rule.subject, opts.subjectIds, opts.asOf) : opts.scope
-  const { sql, params } = compileRule(rule, { ...opts, scope })
-  const rows = await store.query(sql, params)
-  return rows.map((raw) => {
-    const r = Row.parse(raw)
-    return {
-      subjectId: r.subject_id,
-      matched: r.matched === 1,
-      score: r.score,
-      reasons: z.array(Reason).parse(JSON.parse(r.reasons)),
+  return (await runRules(store, [rule], opts))[0] as RuleMatch[]
+}
+
+/**
+ * Several rules of one subject type and the same sources (`fusable`) in one query: each rule's
+ * subjects, in the order of `rules`, as `runRule` would return them.
+ */
+export async function runRules(store: Store, rules: Rule[], opts: CompileOptions): Promise<RuleMatch[][]> {
+  const first = rules[0]
+  if (!first || (opts.subjectIds && opts.subjectIds.length === 0)) return rules.map(() => [])
+  const scope = opts.subjectIds && !opts.scope ? await loadScope(store, first.subject, opts.subjectIds, opts.asOf) : opts.scope
+  const { sql, params } = compileRules(rules, { ...opts, scope })
+  const rows = await store.query<Record<string, unknown>>(sql, params)
+  return rules.map((_, k) => {
+    const s = rules.length === 1 ? '' : String(k)
+    const out: RuleMatch[] = []
+    for (const raw of rows) {
+      const r = Columns.parse({ matched: raw[`matched${s}`], score: raw[`score${s}`], reasons: raw[`reasons${s}`] })
+      // A full run returns the subjects matching any of the rules; each rule keeps its own.
+      if (!opts.subjectIds && r.matched !== 1) continue
+      out.push({
+        subjectId: z.string().parse(raw.subject_id),
+        matched: r.matched === 1,
+        score: r.score,
+        reasons: z.array(Reason).parse(JSON.parse(r.reasons)),
+      })
     }
+    return out
   })
 }

@@ -2,8 +2,8 @@ import { readdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { compileRule } from '../rules/compile.js'
-import { runRule } from '../rules/run.js'
+import { compileRule, compileRules, fusable } from '../rules/compile.js'
+import { runRule, runRules } from '../rules/run.js'
 import { parseRule, type Rule } from '../rules/schema.js'
 import type { EventRow } from '../ingest/normalize.js'
 import { DAY, HOUR, NOW, ev, group, identify, many, openRuleStore } from './rules-fixtures.js'
@@ -124,6 +124,45 @@ describe('the default rule pack', () => {
     const some = await runRule(db.store, rule, { asOf: NOW, subjectIds: [fires, ...silent] })
     expect(Object.fromEntries(some.map((r) => [r.subjectId, r.matched]))).toEqual(Object.fromEntries([[fires, true], ...silent.map((s) => [s, false])]))
     for (const row of some.filter((r) => !r.matched)) expect(row.reasons.some((r) => !r.passed)).toBe(true)
+  })
+
+  it('answers the same when rules of one subject type share one query', async () => {
+    const accountRules = [...pack.values()].filter((r) => r.subject === 'account').reverse()
+    // A second user rule to share the MQL score's query: one demo request in 30 days.
+    const demo = parseRule({
+      id: 'demo-requested',
+      kind: 'mql',
+      subject: 'user',
+      when: { all: [{ metric: 'count', event: 'Demo Requested', window: '30d', op: 'gte', value: 1 }] },
+    })
+    const userRules = [demo, pack.get('mql-engaged-lead') as Rule]
+    const accounts = Object.values(expected).flatMap((e) => [e.fires, ...e.silent]).filter((id) => !id.startsWith('lead'))
+    for (const [rules, ids] of [
+      [accountRules, accounts],
+      [userRules, ['lead-hit', 'lead-near', 'p1']],
+    ] as const) {
+      const alone = await Promise.all(rules.map((r) => runRule(db.store, r, { asOf: NOW })))
+      expect(await runRules(db.store, [...rules], { asOf: NOW })).toEqual(alone)
+      // Every rule of the pack fires on its fixture, and the demo rule on both leads.
+      expect(alone.map((rows) => rows.map((r) => r.subjectId))).toEqual(
+        rules.map((r) => (r.id === 'demo-requested' ? ['lead-hit', 'lead-near'] : [expected[r.id]?.fires])),
+      )
+      const some = await Promise.all(rules.map((r) => runRule(db.store, r, { asOf: NOW, subjectIds: [...ids] })))
+      expect(await runRules(db.store, [...rules], { asOf: NOW, subjectIds: [...ids] })).toEqual(some)
+      expect(some.every((rows) => rows.length === ids.length)).toBe(true)
+    }
+  })
+
+  it('shares a query only between rules of one subject type and the same sources', () => {
+    const pql = pack.get('pql-product-usage') as Rule
+    const mql = pack.get('mql-engaged-lead') as Rule
+    expect(fusable(pql, pack.get('seat-expansion') as Rule)).toBe(true)
+    expect(fusable(pql, mql)).toBe(false)
+    expect(fusable(pql, { ...pql, sources: ['web'] })).toBe(false)
+    expect(() => compileRules([pql, mql], { asOf: NOW })).toThrow(/same subject type and sources/)
+    // One rule compiles to the columns of the contract; several to numbered ones.
+    expect(compileRules([pql], { asOf: NOW }).sql).toContain('AS matched,')
+    expect(compileRules([pql, pql], { asOf: NOW }).sql).toMatch(/AS matched0,[\s\S]*AS matched1,/)
   })
 
   it('scores the MQL lead and its near miss as constructed', async () => {

@@ -6,7 +6,8 @@ import { newSignalId, recordSignalEvents, type Signal, type SignalBus, type Sign
 import type { Store } from '../src/store/store.js'
 import { idChunks } from './ids.js'
 import type { Lifecycle } from './lifecycle.js'
-import { runRule, type RuleMatch } from './run.js'
+import { fusable } from './compile.js'
+import { runRule, runRules, type RuleMatch } from './run.js'
 import { loadScopes, type ScopePart } from './scope.js'
 import { IDENTITY_CHANGE, ruleEvents, touches } from './relevance.js'
 import { parseDuration, type Rule } from './schema.js'
@@ -298,9 +299,11 @@ export class Evaluator {
       }
       return parts
     }
+    const together = await this.#queryTogether(wanted, scopeOf, now)
+    lap('query')
     for (const { stored, ids } of wanted) {
       if (ids && ids.length === 0) continue
-      await record(stored.id, async () => this.#evaluateRule(stored, ids, ids && (await scopeOf(stored.rule.subject)), now, lap))
+      await record(stored.id, async () => this.#evaluateRule(stored, ids, ids && (await scopeOf(stored.rule.subject)), now, lap, together.get(stored.id)))
     }
     // A full run also resolves the open signals of rules that were deleted since they fired (a
     // disabled rule's signals stay as they are: the rule is paused, not withdrawn).
@@ -327,12 +330,71 @@ export class Evaluator {
     return claim(this.#store, pending, now, this.#opts.claims ?? 'batch', this.#log)
   }
 
-  /** `ids` and `parts`: an incremental run (the rule's subjects, and the scopes covering them). */
-  async #evaluateRule(stored: StoredRule, ids: string[] | undefined, parts: ScopePart[] | undefined, now: number, lap?: (phase: string) => void): Promise<Change[]> {
+  /**
+   * Rules of one subject type (and the same sources) read the same events, so one query answers
+   * them together (compileRules in rules/compile.ts): rule id → its matches, as runRule would
+   * return them. An incremental run asks for the union of the rules' subjects and gives each rule
+   * its own. A group whose query fails is left out: its rules then run one by one, so a rule that
+   * fails does not hold up the others and its error is reported under its id.
+   */
+  async #queryTogether(
+    wanted: { stored: StoredRule; ids: string[] | undefined }[],
+    scopeOf: (type: Rule['subject']) => Promise<ScopePart[]>,
+    now: number,
+  ): Promise<Map<string, RuleMatch[]>> {
+    const out = new Map<string, RuleMatch[]>()
+    const groups: (typeof wanted)[] = []
+    for (const w of wanted) {
+      if (w.ids && w.ids.length === 0) continue
+      const group = groups.find((g) => fusable((g[0] as (typeof wanted)[number]).stored.rule, w.stored.rule))
+      if (group) group.push(w)
+      else groups.push([w])
+    }
+    const opts = { asOf: now, shard: this.#opts.shard }
+    for (const group of groups) {
+      if (group.length < 2) continue
+      const rules = group.map((w) => w.stored.rule)
+      try {
+        let matches: RuleMatch[][]
+        if (group.every((w) => !w.ids)) {
+          matches = await runRules(this.#store, rules, opts)
+        } else {
+          matches = group.map(() => [])
+          const union = new Set(group.flatMap((w) => w.ids ?? []))
+          const mine = group.map((w) => new Set(w.ids))
+          for (const part of await scopeOf((rules[0] as Rule).subject)) {
+            const subjectIds = part.ids.filter((id) => union.has(id))
+            if (!subjectIds.length) continue
+            const results = await runRules(this.#store, rules, { ...opts, subjectIds, scope: part.scope })
+            matches = matches.map((acc, k) => acc.concat((results[k] ?? []).filter((m) => mine[k]?.has(m.subjectId))))
+          }
+        }
+        group.forEach((w, k) => out.set(w.stored.id, matches[k] ?? []))
+      } catch (err) {
+        this.#log?.warn({ err, rules: rules.map((r) => r.id) }, 'evaluating rules together failed; evaluating them one by one')
+      }
+    }
+    return out
+  }
+
+  /**
+   * `ids` and `parts`: an incremental run (the rule's subjects, and the scopes covering them).
+   * `known`: the rule's matches, already found by #queryTogether.
+   */
+  async #evaluateRule(
+    stored: StoredRule,
+    ids: string[] | undefined,
+    parts: ScopePart[] | undefined,
+    now: number,
+    lap?: (phase: string) => void,
+    known?: RuleMatch[],
+  ): Promise<Change[]> {
     const { rule } = stored
     const opts = { asOf: now, shard: this.#opts.shard }
     let matches: RuleMatch[] = []
-    if (ids && parts) {
+    if (known) {
+      matches = known
+    } else if (ids && parts) {
       const mine = new Set(ids)
       for (const part of parts) {
         const subjectIds = part.ids.filter((id) => mine.has(id))

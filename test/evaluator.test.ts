@@ -285,6 +285,44 @@ describe('evaluator', () => {
     expect(ids((await evaluator().e.evaluate({ ruleIds: ['relev'] })).fired)).toEqual(['rel-a'])
   })
 
+  it('evaluates the rules of one subject type in one query, and one by one if that query fails', async () => {
+    // Two thresholds on the same events: tog-1 has 3, tog-2 has 2.
+    await db.put([
+      ...many(3, NOW - DAY, NOW - HOUR, { event: 'tog event', accountId: 'tog-1', userId: 'tog-u1' }),
+      ...many(2, NOW - DAY, NOW - HOUR, { event: 'tog event', accountId: 'tog-2', userId: 'tog-u2' }),
+    ])
+    const run = async (ruleIds: string[], failTogether: boolean) => {
+      for (const [id, value] of [[ruleIds[0], 2], [ruleIds[1], 3]] as const) await rule(id as string, {}, value, 'tog event')
+      const queries = { together: 0, alone: 0 }
+      // The store as the evaluator sees it: counts rule queries, and refuses shared ones if asked.
+      const store = new Proxy(db.store, {
+        get(target, key) {
+          if (key !== 'query') return Reflect.get(target, key)
+          return async (sql: string, params?: Record<string, unknown>) => {
+            if (/ AS matched0,/.test(sql)) {
+              queries.together++
+              if (failTogether) throw new Error('refused for the test')
+            } else if (/ AS matched,/.test(sql)) queries.alone++
+            return target.query(sql, params)
+          }
+        },
+      })
+      const out = await new Evaluator(store, undefined, { now: () => NOW }).evaluate({ ruleIds })
+      const fired = Object.fromEntries(ruleIds.map((id) => [id, ids(out.fired.filter((s) => s.rule_id === id))]))
+      return { fired, errors: out.errors, queries }
+    }
+    expect(await run(['tog-a', 'tog-b'], false)).toEqual({
+      fired: { 'tog-a': ['tog-1', 'tog-2'], 'tog-b': ['tog-1'] },
+      errors: [],
+      queries: { together: 1, alone: 0 },
+    })
+    expect(await run(['tog-c', 'tog-d'], true)).toEqual({
+      fired: { 'tog-c': ['tog-1', 'tog-2'], 'tog-d': ['tog-1'] },
+      errors: [],
+      queries: { together: 1, alone: 2 },
+    })
+  })
+
   it('knows which events each rule reads', async () => {
     const pack = new Map((await readRuleDir(await defaultsDir())).map(({ rule }) => [rule.id, ruleEvents(rule)]))
     const [pql, mql, seats] = ['pql-product-usage', 'mql-engaged-lead', 'seat-expansion'].map((id) => pack.get(id)) as [RuleEvents, RuleEvents, RuleEvents]

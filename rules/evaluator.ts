@@ -299,11 +299,21 @@ export class Evaluator {
       }
       return parts
     }
-    const together = await this.#queryTogether(wanted, scopeOf, now)
-    lap('query')
-    for (const { stored, ids } of wanted) {
-      if (ids && ids.length === 0) continue
-      await record(stored.id, async () => this.#evaluateRule(stored, ids, ids && (await scopeOf(stored.rule.subject)), now, lap, together.get(stored.id)))
+    // Rules that can share a query (rules/compile.ts, fusable) are evaluated group by group, in the
+    // order of their first rule: one query for the group, then each rule's entry states and claims.
+    const groups: (typeof wanted)[] = []
+    for (const w of wanted) {
+      if (w.ids && w.ids.length === 0) continue
+      const group = groups.find((g) => fusable((g[0] as (typeof wanted)[number]).stored.rule, w.stored.rule))
+      if (group) group.push(w)
+      else groups.push([w])
+    }
+    for (const group of groups) {
+      const together = group.length > 1 ? await this.#queryTogether(group, scopeOf, now) : undefined
+      lap('query')
+      for (const { stored, ids } of group) {
+        await record(stored.id, async () => this.#evaluateRule(stored, ids, ids && (await scopeOf(stored.rule.subject)), now, lap, together?.get(stored.id)))
+      }
     }
     // A full run also resolves the open signals of rules that were deleted since they fired (a
     // disabled rule's signals stay as they are: the rule is paused, not withdrawn).
@@ -334,47 +344,36 @@ export class Evaluator {
    * Rules of one subject type (and the same sources) read the same events, so one query answers
    * them together (compileRules in rules/compile.ts): rule id → its matches, as runRule would
    * return them. An incremental run asks for the union of the rules' subjects and gives each rule
-   * its own. A group whose query fails is left out: its rules then run one by one, so a rule that
+   * its own. If the query fails the map is empty: the rules then run one by one, so a rule that
    * fails does not hold up the others and its error is reported under its id.
    */
   async #queryTogether(
-    wanted: { stored: StoredRule; ids: string[] | undefined }[],
+    group: { stored: StoredRule; ids: string[] | undefined }[],
     scopeOf: (type: Rule['subject']) => Promise<ScopePart[]>,
     now: number,
   ): Promise<Map<string, RuleMatch[]>> {
-    const out = new Map<string, RuleMatch[]>()
-    const groups: (typeof wanted)[] = []
-    for (const w of wanted) {
-      if (w.ids && w.ids.length === 0) continue
-      const group = groups.find((g) => fusable((g[0] as (typeof wanted)[number]).stored.rule, w.stored.rule))
-      if (group) group.push(w)
-      else groups.push([w])
-    }
     const opts = { asOf: now, shard: this.#opts.shard }
-    for (const group of groups) {
-      if (group.length < 2) continue
-      const rules = group.map((w) => w.stored.rule)
-      try {
-        let matches: RuleMatch[][]
-        if (group.every((w) => !w.ids)) {
-          matches = await runRules(this.#store, rules, opts)
-        } else {
-          matches = group.map(() => [])
-          const union = new Set(group.flatMap((w) => w.ids ?? []))
-          const mine = group.map((w) => new Set(w.ids))
-          for (const part of await scopeOf((rules[0] as Rule).subject)) {
-            const subjectIds = part.ids.filter((id) => union.has(id))
-            if (!subjectIds.length) continue
-            const results = await runRules(this.#store, rules, { ...opts, subjectIds, scope: part.scope })
-            matches = matches.map((acc, k) => acc.concat((results[k] ?? []).filter((m) => mine[k]?.has(m.subjectId))))
-          }
+    const rules = group.map((w) => w.stored.rule)
+    try {
+      let matches: RuleMatch[][]
+      if (group.every((w) => !w.ids)) {
+        matches = await runRules(this.#store, rules, opts)
+      } else {
+        matches = group.map(() => [])
+        const union = new Set(group.flatMap((w) => w.ids ?? []))
+        const mine = group.map((w) => new Set(w.ids))
+        for (const part of await scopeOf((rules[0] as Rule).subject)) {
+          const subjectIds = part.ids.filter((id) => union.has(id))
+          if (!subjectIds.length) continue
+          const results = await runRules(this.#store, rules, { ...opts, subjectIds, scope: part.scope })
+          matches = matches.map((acc, k) => acc.concat((results[k] ?? []).filter((m) => mine[k]?.has(m.subjectId))))
         }
-        group.forEach((w, k) => out.set(w.stored.id, matches[k] ?? []))
-      } catch (err) {
-        this.#log?.warn({ err, rules: rules.map((r) => r.id) }, 'evaluating rules together failed; evaluating them one by one')
       }
+      return new Map(group.map((w, k) => [w.stored.id, matches[k] ?? []]))
+    } catch (err) {
+      this.#log?.warn({ err, rules: rules.map((r) => r.id) }, 'evaluating rules together failed; evaluating them one by one')
+      return new Map()
     }
-    return out
   }
 
   /**

@@ -1,8 +1,12 @@
 /**
  * Rule → ClickHouse SQL. One rule compiles to one SELECT whose rows are
- * `{subject_id, matched: 0|1, score: number|null, reasons: string}` (reasons: the JSON array of
- * Reason from src/signals.ts). Every value and every event/property/trait name is a bound
- * `{pN:Type}` parameter (rules/compile/sql.ts); the SQL text holds only what this file writes.
+ * `{subject_id, matched: 0|1, score: number|null, figures: string}`, and to the templates of its
+ * reasons (Reason from src/signals.ts without the figures). `figures` is a JSON array holding, for
+ * each reason in turn, its measured value, whether it passed, then its detail values; rules/run.ts
+ * fills the templates with them. (The constant text of the reasons stays out of the rows: a full
+ * run of the MQL rule shipped 13.5 MB of it for 10,927 subjects.) Every value and every
+ * event/property/trait name is a bound `{pN:Type}` parameter (rules/compile/sql.ts); the SQL text
+ * holds only what this file writes.
  *
  * Contract with the evaluator (decided here; rules/evaluator.ts relies on it):
  * - With `subjectIds`: exactly one row per requested subject id, matched or not (a subject with no
@@ -53,7 +57,10 @@ export type CompileOptions = {
   rollups?: boolean
 }
 
-export type CompiledRule = { sql: string; params: Record<string, unknown> }
+/** A reason without its figures; `detail` names the detail values that follow them. */
+export type ReasonTemplate = Omit<Reason, 'measured' | 'passed' | 'detail'> & { detail: string[] }
+/** `reasons[k]`: the templates of the k-th rule's reasons, in the order of its figures. */
+export type CompiledRule = { sql: string; params: Record<string, unknown>; reasons: ReasonTemplate[][] }
 
 const DAY = 86_400_000
 const DEFAULT_WINDOW = { days_since_last_seen: '365d', seat_usage: '30d', champion_quiet: '90d', score: '90d' } as const
@@ -485,21 +492,18 @@ class Compiler {
   }
 }
 
-function reasonSql(c: Compiler, leaf: Leaf, i: number): string {
-  const p = c.p
-  const { condition, metric, op, threshold } = leaf.reason
-  const head = JSON.stringify({ condition, metric, op, threshold })
+/** A reason's figures as JSON array elements: measured, passed, then the detail values. */
+function figuresSql(leaf: Leaf, i: number): string[] {
   const num = (sql: string) => `ifNull(toJSONString(round(${sql}, 4)), 'null')`
-  const parts = [p.str(`${head.slice(0, -1)},"measured":`), leaf.measuredIsJson ? `m${i}` : num(`m${i}`), `if(p${i}, ',"passed":true', ',"passed":false')`]
-  leaf.detail?.forEach(([key, , type], j) => {
+  const parts = [leaf.measuredIsJson ? `m${i}` : num(`m${i}`), `if(p${i}, 'true', 'false')`]
+  leaf.detail?.forEach(([, , type], j) => {
     const col = `d${i}_${j}`
-    parts.push(p.str(`${j === 0 ? ',"detail":{' : ','}${JSON.stringify(key)}:`))
     parts.push(type === 'json' ? col : type === 'str' ? `toJSONString(toString(${col}))` : num(col))
   })
-  if (leaf.detail?.length) parts.push(`'}'`)
-  parts.push(`'}'`)
-  return `concat(${parts.join(', ')})`
+  return parts
 }
+
+const templateOf = (leaf: Leaf): ReasonTemplate => ({ ...leaf.reason, detail: (leaf.detail ?? []).map(([key]) => key) })
 
 const cte = (name: string, sql: string) => `${name} AS (\n  ${sql.trim()}\n)`
 
@@ -515,9 +519,9 @@ export function fusable(a: Rule, b: Rule): boolean {
 /**
  * Several rules of one subject type in one query: they share the scans of events_v1 and the
  * rollup, the identity resolution and the attribution to accounts, which are most of a rule's
- * cost. One row per subject with `matched<k>`, `score<k>`, `reasons<k>` for the k-th rule; a full
+ * cost. One row per subject with `matched<k>`, `score<k>`, `figures<k>` for the k-th rule; a full
  * run keeps the subjects that match at least one of them. One rule compiles to the columns
- * `matched`, `score`, `reasons` (the contract at the top of this file).
+ * `matched`, `score`, `figures` (the contract at the top of this file).
  */
 export function compileRules(rules: Rule[], opts: CompileOptions): CompiledRule {
   const first = rules[0]
@@ -677,15 +681,19 @@ export function compileRules(rules: Rule[], opts: CompileOptions): CompiledRule 
     ...(l.hidden ? [] : (l.detail ?? []).map(([, sql], j) => `${sql} AS d${i}_${j}`)),
   ])
   const shard = shardOf('u.subject_id')
-  // One rule: matched / score / reasons; several: matched0 / score0 / reasons0, matched1, …
+  // One rule: matched / score / figures; several: matched0 / score0 / figures0, matched1, …
   const suffix = (k: number) => (rules.length === 1 ? '' : String(k))
-  const outer = compiled.map(({ from, to }, k) => {
-    const reasons = c.leaves.flatMap((l, i) => (l.hidden || i < from || i >= to ? [] : [reasonSql(c, l, i)]))
+  const reported = compiled.map(({ from, to }) => c.leaves.map((l, i) => [l, i] as const).filter(([l, i]) => !l.hidden && i >= from && i < to))
+  const outer = compiled.map((_, k) => {
     const s = suffix(k)
-    return `toUInt8(matched_${s}) AS matched${s}, score_${s} AS score${s},\n  concat('[', ${reasons.join(",\n    ',', ")}, ']') AS reasons${s}`
+    const json = `concat('[', ${(reported[k] ?? []).flatMap(([l, i]) => figuresSql(l, i)).join(", ',', ")}, ']')`
+    // A full run of several rules returns the subjects matching any of them; the others' figures
+    // for a subject are not read (runRules keeps each rule's matches only), so not built.
+    return `toUInt8(matched_${s}) AS matched${s}, score_${s} AS score${s},\n  ${ids || rules.length === 1 ? json : `if(matched_${s}, ${json}, '[]')`} AS figures${s}`
   })
   const inner = compiled.map(({ conjuncts, score }, k) => `${conjuncts.join(' AND ')} AS matched_${suffix(k)},\n    ${score} AS score_${suffix(k)}`)
-  const anyMatched = compiled.map((_, k) => `matched${suffix(k)} = 1`).join(' OR ')
+  // A full run keeps the matched subjects before their figures are built (most subjects match nothing).
+  const keep = [shard, ids ? '' : `(${compiled.map((_, k) => `matched_${suffix(k)}`).join(' OR ')})`].filter(Boolean)
   const sql = `WITH
 ${ctes.join(',\n')}
 SELECT subject_id, ${outer.join(',\n  ')}
@@ -693,9 +701,9 @@ FROM (
   SELECT u.subject_id AS subject_id,
     ${cols.join(',\n    ')},
     ${inner.join(',\n    ')}
-  FROM u0 AS u${joins.map((j) => `\n  ${j}`).join('')}${shard ? `\n  WHERE ${shard}` : ''}
-)${ids ? '' : `\nWHERE ${anyMatched}`}
+  FROM u0 AS u${joins.map((j) => `\n  ${j}`).join('')}${keep.length ? `\n  WHERE ${keep.join(' AND ')}` : ''}
+)
 ORDER BY subject_id
 SETTINGS join_use_nulls = 0`
-  return { sql, params: p.values }
+  return { sql, params: p.values, reasons: reported.map((leaves) => leaves.map(([l]) => templateOf(l))) }
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { Reason } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
-import { type CompileOptions, compileRules } from './compile.js'
+import { type CompileOptions, compileRules, type ReasonTemplate } from './compile.js'
 import { loadScope } from './scope.js'
 import type { Rule } from './schema.js'
 
@@ -11,8 +11,21 @@ export type RuleMatch = { subjectId: string; matched: boolean; score: number | n
 const Columns = z.object({
   matched: z.coerce.number(),
   score: z.coerce.number().nullable(),
-  reasons: z.string(),
+  figures: z.string(),
 })
+const Figures = z.array(z.unknown())
+const SubjectId = z.string()
+
+/** A rule's reasons: its templates filled with a row's figures (measured, passed, detail values, in turn). */
+function fillReasons(templates: ReasonTemplate[], figures: unknown[]): Reason[] {
+  let at = 0
+  const next = () => figures[at++]
+  return templates.map(({ detail, ...head }) => {
+    const reason: Record<string, unknown> = { ...head, measured: next(), passed: next() }
+    if (detail.length) reason.detail = Object.fromEntries(detail.map((key) => [key, next()]))
+    return Reason.parse(reason)
+  })
+}
 
 /**
  * Evaluate one rule inside ClickHouse as of `opts.asOf` and return its subjects (see the contract
@@ -32,20 +45,27 @@ export async function runRules(store: Store, rules: Rule[], opts: CompileOptions
   const first = rules[0]
   if (!first || (opts.subjectIds && opts.subjectIds.length === 0)) return rules.map(() => [])
   const scope = opts.subjectIds && !opts.scope ? await loadScope(store, first.subject, opts.subjectIds, opts.asOf) : opts.scope
-  const { sql, params } = compileRules(rules, { ...opts, scope })
+  const { sql, params, reasons } = compileRules(rules, { ...opts, scope })
   const rows = await store.query<Record<string, unknown>>(sql, params)
   return rules.map((_, k) => {
     const s = rules.length === 1 ? '' : String(k)
     const out: RuleMatch[] = []
     for (const raw of rows) {
-      const r = Columns.parse({ matched: raw[`matched${s}`], score: raw[`score${s}`], reasons: raw[`reasons${s}`] })
+      const r = Columns.parse({ matched: raw[`matched${s}`], score: raw[`score${s}`], figures: raw[`figures${s}`] })
       // A full run returns the subjects matching any of the rules; each rule keeps its own.
       if (!opts.subjectIds && r.matched !== 1) continue
+      const figures = Figures.parse(JSON.parse(r.figures))
+      // Built when read: the evaluator reads the reasons of the subjects that fire, a few of the
+      // thousands a full run matches again and again.
+      let built: Reason[] | undefined
       out.push({
-        subjectId: z.string().parse(raw.subject_id),
+        subjectId: SubjectId.parse(raw.subject_id),
         matched: r.matched === 1,
         score: r.score,
-        reasons: z.array(Reason).parse(JSON.parse(r.reasons)),
+        get reasons() {
+          built ??= fillReasons(reasons[k] ?? [], figures)
+          return built
+        },
       })
     }
     return out

@@ -84,8 +84,8 @@ const cases: Record<string, unknown> = {
 
 describe('compiled SQL', () => {
   it.each(Object.entries(cases))('%s', (_name, doc) => {
-    const { sql, params } = compileRule(parseRule(doc), { asOf })
-    expect(`${sql}\n\n-- params: ${JSON.stringify(params, null, 1)}`).toMatchSnapshot()
+    const { sql, params, reasons } = compileRule(parseRule(doc), { asOf })
+    expect(`${sql}\n\n-- params: ${JSON.stringify(params, null, 1)}\n\n-- reasons: ${JSON.stringify(reasons, null, 1)}`).toMatchSnapshot()
   })
 
   it('incremental and sharded runs narrow the scans to the subjects', () => {

@@ -78,6 +78,8 @@ const CLAIM_CONCURRENCY = 16
 const MAX_INCREMENTAL_SUBJECTS = 5_000
 
 type Change = { type: SignalEventType; signal: Signal }
+/** A rule's matches and entry states, found for its whole group (Evaluator #queryTogether). */
+type Known = { matches: RuleMatch[]; states: Map<string, EntryState> }
 type Pending = { key: string; change: Change; owner?: string }
 
 /**
@@ -342,16 +344,17 @@ export class Evaluator {
 
   /**
    * Rules of one subject type (and the same sources) read the same events, so one query answers
-   * them together (compileRules in rules/compile.ts): rule id → its matches, as runRule would
-   * return them. An incremental run asks for the union of the rules' subjects and gives each rule
-   * its own. If the query fails the map is empty: the rules then run one by one, so a rule that
-   * fails does not hold up the others and its error is reported under its id.
+   * them together (compileRules in rules/compile.ts), and one more their entry states: rule id →
+   * its matches (as runRule would return them) and states. An incremental run asks for the union
+   * of the rules' subjects and gives each rule its own. If a query fails the map is empty: the
+   * rules then run one by one, so a rule that fails does not hold up the others and its error is
+   * reported under its id.
    */
   async #queryTogether(
     group: { stored: StoredRule; ids: string[] | undefined }[],
     scopeOf: (type: Rule['subject']) => Promise<ScopePart[]>,
     now: number,
-  ): Promise<Map<string, RuleMatch[]>> {
+  ): Promise<Map<string, Known>> {
     const opts = { asOf: now, shard: this.#opts.shard }
     const rules = group.map((w) => w.stored.rule)
     try {
@@ -369,7 +372,18 @@ export class Evaluator {
           matches = matches.map((acc, k) => acc.concat((results[k] ?? []).filter((m) => mine[k]?.has(m.subjectId))))
         }
       }
-      return new Map(group.map((w, k) => [w.stored.id, matches[k] ?? []]))
+      const type = (rules[0] as Rule).subject
+      const union = group.every((w) => !w.ids) ? undefined : [...new Set(group.flatMap((w) => w.ids ?? []))]
+      const states = await loadEntryStates(this.#store, rules.map((r) => r.id), type, union, this.#opts.shard)
+      return new Map(
+        group.map((w, k) => {
+          const all = states.get(w.stored.id) ?? new Map<string, EntryState>()
+          // A rule decides only for its own subjects: another rule's subjects are not resolved by it.
+          const own = w.ids && new Set(w.ids)
+          const mine = own ? new Map([...all].filter(([id]) => own.has(id))) : all
+          return [w.stored.id, { matches: matches[k] ?? [], states: mine }]
+        }),
+      )
     } catch (err) {
       this.#log?.warn({ err, rules: rules.map((r) => r.id) }, 'evaluating rules together failed; evaluating them one by one')
       return new Map()
@@ -378,7 +392,7 @@ export class Evaluator {
 
   /**
    * `ids` and `parts`: an incremental run (the rule's subjects, and the scopes covering them).
-   * `known`: the rule's matches, already found by #queryTogether.
+   * `known`: the rule's matches and entry states, already found by #queryTogether.
    */
   async #evaluateRule(
     stored: StoredRule,
@@ -386,13 +400,13 @@ export class Evaluator {
     parts: ScopePart[] | undefined,
     now: number,
     lap?: (phase: string) => void,
-    known?: RuleMatch[],
+    known?: Known,
   ): Promise<Change[]> {
     const { rule } = stored
     const opts = { asOf: now, shard: this.#opts.shard }
     let matches: RuleMatch[] = []
     if (known) {
-      matches = known
+      matches = known.matches
     } else if (ids && parts) {
       const mine = new Set(ids)
       for (const part of parts) {
@@ -405,7 +419,7 @@ export class Evaluator {
     lap?.('query')
     const bySubject = new Map<string, RuleMatch>()
     for (const m of matches) bySubject.set(m.subjectId, m)
-    const state = await loadEntryStates(this.#store, rule.id, rule.subject, ids, this.#opts.shard)
+    const state = known?.states ?? (await loadEntryStates(this.#store, [rule.id], rule.subject, ids, this.#opts.shard)).get(rule.id) ?? new Map()
     lap?.('state')
     const cooldown = cooldownOf(rule)
     const pending: Pending[] = []
@@ -500,15 +514,16 @@ const chunks = idChunks
 export const SHARD_PREDICATE = (column: string) => `cityHash64(${column}) % {shard_count:UInt32} = {shard_index:UInt32}`
 
 /** The latest signal of a rule for each subject (all subjects, or the given ones). */
+/** Rule id → subject id → its latest signal, for some rules (one query) and all or some subjects. */
 export async function loadEntryStates(
   store: Store,
-  ruleId: string,
+  ruleIds: string[],
   subjectType: string,
   ids: string[] | undefined,
   shard?: Shard,
-): Promise<Map<string, EntryState>> {
-  const filters = ['rule_id = {rule:String}', 'subject_type = {type:String}']
-  const params: Record<string, unknown> = { rule: ruleId, type: subjectType }
+): Promise<Map<string, Map<string, EntryState>>> {
+  const filters = ['rule_id IN {rules:Array(String)}', 'subject_type = {type:String}']
+  const params: Record<string, unknown> = { rules: ruleIds, type: subjectType }
   if (ids) {
     filters.push('subject_id IN {ids:Array(String)}')
     params.ids = ids
@@ -518,18 +533,21 @@ export async function loadEntryStates(
     params.shard_count = shard.count
     params.shard_index = shard.index
   }
-  const rows = await store.query<{ subject_id: string; last_id: string; last_status: string; last_fired_at: string }>(
-    `SELECT subject_id, argMax(id, (fired_at, id)) AS last_id, argMax(status, (fired_at, id)) AS last_status,
+  const rows = await store.query<{ rule_id: string; subject_id: string; last_id: string; last_status: string; last_fired_at: string }>(
+    `SELECT rule_id, subject_id, argMax(id, (fired_at, id)) AS last_id, argMax(status, (fired_at, id)) AS last_status,
             max(fired_at) AS last_fired_at
-     FROM signals_v1 FINAL WHERE ${filters.join(' AND ')} GROUP BY subject_id`,
+     FROM signals_v1 FINAL WHERE ${filters.join(' AND ')} GROUP BY rule_id, subject_id`,
     params,
   )
-  return new Map(
-    rows.map((r) => [
-      r.subject_id,
-      { id: r.last_id, status: r.last_status === 'open' ? 'open' : 'resolved', firedAt: Date.parse(`${r.last_fired_at.replace(' ', 'T')}Z`) },
-    ]),
-  )
+  const out = new Map(ruleIds.map((id) => [id, new Map<string, EntryState>()]))
+  for (const r of rows) {
+    out.get(r.rule_id)?.set(r.subject_id, {
+      id: r.last_id,
+      status: r.last_status === 'open' ? 'open' : 'resolved',
+      firedAt: Date.parse(`${r.last_fired_at.replace(' ', 'T')}Z`),
+    })
+  }
+  return out
 }
 
 export async function loadSignals(store: Store, ids: string[]): Promise<Signal[]> {

@@ -293,7 +293,7 @@ describe('evaluator', () => {
     ])
     const run = async (ruleIds: string[], failTogether: boolean) => {
       for (const [id, value] of [[ruleIds[0], 2], [ruleIds[1], 3]] as const) await rule(id as string, {}, value, 'tog event')
-      const queries = { together: 0, alone: 0 }
+      const queries = { together: 0, alone: 0, states: 0 }
       // The store as the evaluator sees it: counts rule queries, and refuses shared ones if asked.
       const store = new Proxy(db.store, {
         get(target, key) {
@@ -303,6 +303,7 @@ describe('evaluator', () => {
               queries.together++
               if (failTogether) throw new Error('refused for the test')
             } else if (/ AS matched,/.test(sql)) queries.alone++
+            else if (/FROM signals_v1 FINAL WHERE rule_id IN/.test(sql)) queries.states++
             return target.query(sql, params)
           }
         },
@@ -311,16 +312,32 @@ describe('evaluator', () => {
       const fired = Object.fromEntries(ruleIds.map((id) => [id, ids(out.fired.filter((s) => s.rule_id === id))]))
       return { fired, errors: out.errors, queries }
     }
+    // Together: one rule query and one entry-state query for both rules.
     expect(await run(['tog-a', 'tog-b'], false)).toEqual({
       fired: { 'tog-a': ['tog-1', 'tog-2'], 'tog-b': ['tog-1'] },
       errors: [],
-      queries: { together: 1, alone: 0 },
+      queries: { together: 1, alone: 0, states: 1 },
     })
     expect(await run(['tog-c', 'tog-d'], true)).toEqual({
       fired: { 'tog-c': ['tog-1', 'tog-2'], 'tog-d': ['tog-1'] },
       errors: [],
-      queries: { together: 1, alone: 2 },
+      queries: { together: 1, alone: 2, states: 2 },
     })
+    // An incremental run where the rules have different subjects: tog-1 got a `tog event`, tog-2
+    // only an event tog-a does not read. The rule reading every event runs for both; tog-a, for
+    // tog-1 only, so it must leave its open signal on tog-2 alone (not resolve it).
+    await putRule(db.store, parseRule({ id: 'tog-any', kind: 'pql', subject: 'account', when: { all: [{ metric: 'count', window: '7d', op: 'gte', value: 100 }] } }), '', NOW)
+    const touchedBy = { account: new Map([['tog-1', new Set(['tog event'])], ['tog-2', new Set(['other event'])]]), user: new Map() }
+    const incremental = await new Evaluator(db.store, undefined, { now: () => NOW }).evaluate({
+      ruleIds: ['tog-a', 'tog-any'],
+      subjects: { account: ['tog-1', 'tog-2'], user: [] },
+      touchedBy,
+    })
+    expect(incremental).toEqual({ fired: [], resolved: [], errors: [] })
+    expect((await signalsOf('tog-a')).map((x) => [x.subject.id, x.status]).sort()).toEqual([
+      ['tog-1', 'open'],
+      ['tog-2', 'open'],
+    ])
   })
 
   it('knows which events each rule reads', async () => {

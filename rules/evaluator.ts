@@ -7,7 +7,7 @@ import type { Store } from '../src/store/store.js'
 import { idChunks } from './ids.js'
 import type { Lifecycle } from './lifecycle.js'
 import { fusable } from './compile.js'
-import { runRule, runRules, type RuleMatch } from './run.js'
+import { runRules, type RuleMatch } from './run.js'
 import { loadScopes, type ScopePart } from './scope.js'
 import { IDENTITY_CHANGE, ruleEvents, touches } from './relevance.js'
 import { parseDuration, type Rule } from './schema.js'
@@ -80,6 +80,8 @@ const MAX_INCREMENTAL_SUBJECTS = 5_000
 type Change = { type: SignalEventType; signal: Signal }
 /** A rule's matches and entry states, found for its whole group (Evaluator #queryTogether). */
 type Known = { matches: RuleMatch[]; states: Map<string, EntryState> }
+/** A rule an evaluation runs, and its subjects (undefined: all of them). */
+type Wanted = { stored: StoredRule; ids: string[] | undefined }
 type Pending = { key: string; change: Change; owner?: string }
 
 /**
@@ -303,10 +305,10 @@ export class Evaluator {
     }
     // Rules that can share a query (rules/compile.ts, fusable) are evaluated group by group, in the
     // order of their first rule: one query for the group, then each rule's entry states and claims.
-    const groups: (typeof wanted)[] = []
+    const groups: Wanted[][] = []
     for (const w of wanted) {
       if (w.ids && w.ids.length === 0) continue
-      const group = groups.find((g) => fusable((g[0] as (typeof wanted)[number]).stored.rule, w.stored.rule))
+      const group = groups.find((g) => fusable((g[0] as Wanted).stored.rule, w.stored.rule))
       if (group) group.push(w)
       else groups.push([w])
     }
@@ -350,30 +352,13 @@ export class Evaluator {
    * rules then run one by one, so a rule that fails does not hold up the others and its error is
    * reported under its id.
    */
-  async #queryTogether(
-    group: { stored: StoredRule; ids: string[] | undefined }[],
-    scopeOf: (type: Rule['subject']) => Promise<ScopePart[]>,
-    now: number,
-  ): Promise<Map<string, Known>> {
-    const opts = { asOf: now, shard: this.#opts.shard }
+  async #queryTogether(group: Wanted[], scopeOf: (type: Rule['subject']) => Promise<ScopePart[]>, now: number): Promise<Map<string, Known>> {
     const rules = group.map((w) => w.stored.rule)
+    const type = (rules[0] as Rule).subject
+    // Every rule of an evaluation has subject ids (an incremental run) or none does (a full run).
+    const union = group.every((w) => !w.ids) ? undefined : [...new Set(group.flatMap((w) => w.ids ?? []))]
     try {
-      let matches: RuleMatch[][]
-      if (group.every((w) => !w.ids)) {
-        matches = await runRules(this.#store, rules, opts)
-      } else {
-        matches = group.map(() => [])
-        const union = new Set(group.flatMap((w) => w.ids ?? []))
-        const mine = group.map((w) => new Set(w.ids))
-        for (const part of await scopeOf((rules[0] as Rule).subject)) {
-          const subjectIds = part.ids.filter((id) => union.has(id))
-          if (!subjectIds.length) continue
-          const results = await runRules(this.#store, rules, { ...opts, subjectIds, scope: part.scope })
-          matches = matches.map((acc, k) => acc.concat((results[k] ?? []).filter((m) => mine[k]?.has(m.subjectId))))
-        }
-      }
-      const type = (rules[0] as Rule).subject
-      const union = group.every((w) => !w.ids) ? undefined : [...new Set(group.flatMap((w) => w.ids ?? []))]
+      const matches = await this.#findMatches(group, union && (await scopeOf(type)), now)
       const states = await loadEntryStates(this.#store, rules.map((r) => r.id), type, union, this.#opts.shard)
       return new Map(
         group.map((w, k) => {
@@ -391,6 +376,27 @@ export class Evaluator {
   }
 
   /**
+   * The matches of rules that can share a query (one rule is a group of one), for each rule as
+   * runRule would return them: a full run, or with `parts` (an incremental run) each rule's own
+   * subjects, found with one query per scope part for the union of the group's subjects.
+   */
+  async #findMatches(group: Wanted[], parts: ScopePart[] | undefined, now: number): Promise<RuleMatch[][]> {
+    const opts = { asOf: now, shard: this.#opts.shard }
+    const rules = group.map((w) => w.stored.rule)
+    if (!parts) return runRules(this.#store, rules, opts)
+    const union = new Set(group.flatMap((w) => w.ids ?? []))
+    const mine = group.map((w) => new Set(w.ids))
+    let matches: RuleMatch[][] = group.map(() => [])
+    for (const part of parts) {
+      const subjectIds = part.ids.filter((id) => union.has(id))
+      if (!subjectIds.length) continue
+      const results = await runRules(this.#store, rules, { ...opts, subjectIds, scope: part.scope })
+      matches = matches.map((acc, k) => acc.concat((results[k] ?? []).filter((m) => mine[k]?.has(m.subjectId))))
+    }
+    return matches
+  }
+
+  /**
    * `ids` and `parts`: an incremental run (the rule's subjects, and the scopes covering them).
    * `known`: the rule's matches and entry states, already found by #queryTogether.
    */
@@ -403,19 +409,7 @@ export class Evaluator {
     known?: Known,
   ): Promise<Change[]> {
     const { rule } = stored
-    const opts = { asOf: now, shard: this.#opts.shard }
-    let matches: RuleMatch[] = []
-    if (known) {
-      matches = known.matches
-    } else if (ids && parts) {
-      const mine = new Set(ids)
-      for (const part of parts) {
-        const subjectIds = part.ids.filter((id) => mine.has(id))
-        if (subjectIds.length) matches.push(...(await runRule(this.#store, rule, { ...opts, subjectIds, scope: part.scope })))
-      }
-    } else {
-      matches = await runRule(this.#store, rule, opts)
-    }
+    const matches = known?.matches ?? (await this.#findMatches([{ stored, ids }], ids && parts, now))[0] ?? []
     lap?.('query')
     const bySubject = new Map<string, RuleMatch>()
     for (const m of matches) bySubject.set(m.subjectId, m)

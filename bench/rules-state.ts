@@ -1,3 +1,5 @@
+import { chTime } from '../ingest/normalize.js'
+import { startOfDay } from '../rules/compile/sql.js'
 import type { Store } from '../src/store/store.js'
 
 /**
@@ -32,7 +34,6 @@ export type StateFigures = {
 }
 
 const day = (ms: number) => new Date(ms).toISOString().slice(0, 10)
-const chTime = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '')
 
 /** Events attributed to a user key (linked anonymous ids resolved) and to every account of it. */
 const ATTRIBUTED = `
@@ -143,7 +144,7 @@ export async function stateStudy(
   const t0 = performance.now()
   await build(store, now)
   const buildMs = performance.now() - t0
-  const today = Date.UTC(new Date(now).getUTCFullYear(), new Date(now).getUTCMonth(), new Date(now).getUTCDate())
+  const today = startOfDay(now)
   const base = {
     now: chTime(now),
     today: day(today),

@@ -29,8 +29,11 @@ export const Reason = z.object({
 })
 export type Reason = z.infer<typeof Reason>
 
+/** `sig_` + a ULID. */
+export const SIGNAL_ID = /^sig_[0-9A-HJKMNP-TV-Z]{26}$/
+
 export const Signal = z.object({
-  id: z.string().regex(/^sig_[0-9A-HJKMNP-TV-Z]{26}$/),
+  id: z.string().regex(SIGNAL_ID),
   rule_id: z.string(),
   rule_version: z.number().int(),
   kind: SignalKind,

@@ -3,6 +3,7 @@ import { z } from 'zod'
 import { BatchBody, MessageSchemas } from '../../ingest/schema.js'
 import { RuleDocument } from '../../rules/schema.js'
 import type { AppEnv } from '../env.js'
+import { Feedback, FeedbackRequest, SignalWithFeedback } from '../feedback/feedback.js'
 import { Signal } from '../signals.js'
 import { EvaluateRequest } from './evaluate.js'
 import { BacktestRequest } from './rules.js'
@@ -33,7 +34,8 @@ const OPERATIONS: Record<string, Op> = {
   'POST /v1/rules/{id}/backtest': { summary: 'What a rule would have fired over stored history', auth: 'admin', body: BacktestRequest },
   'POST /v1/evaluate': { summary: 'Evaluate now: {fired, resolved}', auth: 'admin', body: EvaluateRequest },
   'GET /v1/signals': { summary: 'Signals, paged with a cursor (`after`), filtered by kind, rule, subject, status, time', auth: 'admin' },
-  'GET /v1/signals/{id}': { summary: 'One signal', auth: 'admin', response: Signal },
+  'GET /v1/signals/{id}': { summary: 'One signal, with the feedback people gave on it', auth: 'admin', response: SignalWithFeedback },
+  'POST /v1/signals/{id}/feedback': { summary: 'Record a verdict on a signal: useful | not_useful, with a reason', auth: 'admin', body: FeedbackRequest, response: Feedback },
   'GET /v1/accounts/{id}': { summary: 'An account: stage, traits, usage per day, open signals', auth: 'admin' },
   'GET /v1/users/{id}': { summary: 'A user: stage, traits, usage per day, open signals', auth: 'admin' },
   'POST /v1/subjects/{type}/{id}/stage': { summary: 'Move a subject to a lifecycle stage (from a CRM)', auth: 'admin', body: StageRequest },

@@ -83,7 +83,8 @@ async function readBody(req: Request): Promise<string> {
   return text
 }
 
-function parseJsonBody(text: string): unknown {
+/** A JSON request body; an empty one is `{}`, so its schema names what is missing. */
+export function parseJsonBody(text: string): unknown {
   if (!text.trim()) return {}
   try {
     return JSON.parse(text)

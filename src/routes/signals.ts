@@ -2,13 +2,13 @@ import { Hono } from 'hono'
 import { z } from 'zod'
 import { chTime } from '../../ingest/normalize.js'
 import { ApiError, zodDetails } from '../errors.js'
+import { FeedbackRequest, recordFeedback, type SignalWithFeedback, withFeedback } from '../feedback/feedback.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'
-import { type Signal, SignalKind, signalFromRow, type SignalRow, SubjectType } from '../signals.js'
+import { type Signal, SIGNAL_ID, SignalKind, signalFromRow, type SignalRow, SubjectType } from '../signals.js'
 import type { Store } from '../store/store.js'
-import { IsoTime } from './rules.js'
+import { IsoTime, parseJsonBody } from './rules.js'
 
-const SIGNAL_ID = /^sig_[0-9A-HJKMNP-TV-Z]{26}$/
 const list = <T extends z.ZodType<unknown, string>>(item: T) =>
   z
     .string()
@@ -33,6 +33,7 @@ export const SignalQuery = z.strictObject({
 export type SignalQuery = z.output<typeof SignalQuery>
 
 export type SignalPage = { data: Signal[]; next: string | null }
+export type SignalPageWithFeedback = { data: SignalWithFeedback[]; next: string | null }
 
 const COLUMNS = 'id, rule_id, rule_version, kind, subject_type, subject_id, status, fired_at, resolved_at, score, reasons'
 
@@ -71,6 +72,7 @@ export async function getSignal(store: Store, id: string): Promise<Signal | unde
 export function signalsRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>()
   const admin = requireAdmin(deps.adminToken)
+  const now = deps.now ?? Date.now
 
   app.get('/signals', admin, async (c) => {
     const parsed = SignalQuery.safeParse(c.req.query())
@@ -78,14 +80,31 @@ export function signalsRoutes(deps: AppDeps) {
       const details = zodDetails(parsed.error)
       throw new ApiError({ code: 'BAD_REQUEST', message: `invalid query: ${details[0]?.path}: ${details[0]?.message}`, details })
     }
-    return c.json(await querySignals(deps.store, parsed.data))
+    const page = await querySignals(deps.store, parsed.data)
+    return c.json({ ...page, data: await withFeedback(deps.store, page.data) } satisfies SignalPageWithFeedback)
   })
 
   // Only a signal id matches here, so /v1/signals/stream stays with the stream route.
   app.get('/signals/:id{sig_[0-9A-HJKMNP-TV-Z]{26}}', admin, async (c) => {
     const signal = await getSignal(deps.store, c.req.param('id'))
     if (!signal) throw new ApiError({ code: 'NOT_FOUND', message: `no signal ${c.req.param('id')}` })
-    return c.json(signal)
+    const [withIt] = await withFeedback(deps.store, [signal])
+    return c.json(withIt)
+  })
+
+  // A person's verdict (accepted as useful, dismissed with a reason); the quality report counts it.
+  app.post('/signals/:id/feedback', admin, async (c) => {
+    const id = c.req.param('id')
+    if (!SIGNAL_ID.test(id)) {
+      throw new ApiError({ code: 'BAD_REQUEST', message: 'invalid signal id: id: must be a signal id (sig_…)', details: [{ path: 'id', message: 'must be a signal id (sig_…)' }] })
+    }
+    const parsed = FeedbackRequest.safeParse(parseJsonBody(await c.req.text()))
+    if (!parsed.success) {
+      const details = zodDetails(parsed.error)
+      throw new ApiError({ code: 'BAD_REQUEST', message: `invalid feedback: ${details[0]?.path}: ${details[0]?.message}`, details })
+    }
+    const feedback = await recordFeedback(deps.store, { ...parsed.data, signal_id: id }, now())
+    return c.json(feedback, 201)
   })
 
   return app

@@ -50,8 +50,10 @@ describe('migration 016 (events_v1.message_key)', () => {
 
 describe('migration 017 (signal_claims_v1 expiry)', () => {
   it('drops claims stored more than 30 days ago, whatever moment the evaluator claimed them at', async () => {
-    expect(await migrate(store, readMigrations())).toEqual(['017_expire_signal_claims_v1'])
-    expect(await migrate(store, readMigrations())).toEqual([])
+    // Up to 017 only: later migrations are not this test's subject.
+    const upTo17 = readMigrations().filter((m) => m.version <= 17)
+    expect(await migrate(store, upTo17)).toEqual(['017_expire_signal_claims_v1'])
+    expect(await migrate(store, upTo17)).toEqual([])
     const ago = (days: number) => chTime(Date.now() - days * 86_400_000)
     // stored_at is a DateTime (seconds).
     const agoSeconds = (days: number) => ago(days).slice(0, 19)

@@ -102,7 +102,14 @@ withApi(rules.command('apply').argument('<paths...>', 'rule files (YAML or JSON)
   .description('create or update rules from files; each changed rule gets a new version')
   .action(async (paths: string[], opts: ApiOptions) => {
     let failed = 0
-    for (const doc of ruleDocuments(paths)) {
+    const docs = ruleDocuments(paths)
+    if (docs.length === 0) {
+      // A directory without rule files (say `rules/` instead of `rules/defaults/`) is a mistake, not a no-op.
+      console.error(`no rule files found in ${paths.join(', ')} (*.yaml, *.yml, *.json)`)
+      process.exitCode = 1
+      return
+    }
+    for (const doc of docs) {
       if (!doc.id) {
         console.error(`${doc.file}: a rule document needs an id`)
         failed++

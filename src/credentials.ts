@@ -4,16 +4,24 @@ import { join } from 'node:path'
 import { z } from 'zod'
 import { type Config, ConfigError, type WriteKey } from './config.js'
 
-const Stored = z.object({ adminToken: z.string().optional(), writeKey: z.string().optional() })
+const Stored = z.object({ adminToken: z.string().optional(), writeKey: z.string().optional(), readToken: z.string().optional() })
 
-export type Credentials = { adminToken: string; writeKeys: WriteKey[]; generated: { adminToken?: string; writeKey?: string } }
+export type Credentials = {
+  adminToken: string
+  writeKeys: WriteKey[]
+  /** Tokens that may read (the live stream, the workspace as a viewer) and change nothing. */
+  readTokens: string[]
+  generated: { adminToken?: string; writeKey?: string; readToken?: string }
+  /** Where the generated ones are kept (`DATA_DIR/credentials.json`), or null when all come from the environment. */
+  file: string | null
+}
 
 const token = (prefix: string) => `${prefix}_${randomBytes(24).toString('base64url')}`
 
 /**
- * The admin token and write keys: from the environment where set, otherwise generated once and
- * kept in `DATA_DIR/credentials.json` (mode 0600), so a newcomer can send an event within a minute
- * and the keys survive restarts.
+ * The admin token, write keys and read tokens: from the environment where set, otherwise generated
+ * once and kept in `DATA_DIR/credentials.json` (mode 0600), so a newcomer can send an event and
+ * open the workspace within a minute, and the keys survive restarts.
  */
 export function resolveCredentials(config: Config): Credentials {
   const file = join(config.DATA_DIR, 'credentials.json')
@@ -29,11 +37,17 @@ export function resolveCredentials(config: Config): Credentials {
     if (!stored.writeKey) stored.writeKey = generated.writeKey = token('sb_write')
     writeKeys = [{ key: stored.writeKey, source: 'default' }]
   }
-  if (generated.adminToken || generated.writeKey) {
+  let readTokens = config.READ_TOKENS
+  if (!readTokens) {
+    if (!stored.readToken) stored.readToken = generated.readToken = token('sb_read')
+    readTokens = [stored.readToken]
+  }
+  if (generated.adminToken || generated.writeKey || generated.readToken) {
     mkdirSync(config.DATA_DIR, { recursive: true })
     writeFileSync(file, `${JSON.stringify(stored, null, 2)}\n`, { mode: 0o600 })
   }
-  return { adminToken, writeKeys, generated }
+  const fromFile = !config.ADMIN_TOKEN || !config.WRITE_KEYS || !config.READ_TOKENS
+  return { adminToken, writeKeys, readTokens, generated, file: fromFile ? file : null }
 }
 
 /** A damaged file stops the start: generating new keys over it would lock out every client. */

@@ -15,6 +15,8 @@ export type AppDeps = {
   sink: EventSink
   adminToken: string
   writeKeys: readonly WriteKey[]
+  /** Tokens that read and change nothing (READ_TOKENS, or the generated one); default: READ_TOKENS. */
+  readTokens?: readonly string[]
   logger: Logger
   /** Notified whenever signals fire or resolve (stream, outbox). */
   bus: SignalBus

@@ -1,10 +1,11 @@
 import { ConfigError } from './config.js'
-import { startServer } from './server.js'
+import { banner, startServer } from './server.js'
 import { StoreOpenError } from './store/node.js'
 
 // The Node runtime entry: start, and on SIGTERM/SIGINT stop taking requests, flush, then exit.
 try {
   const server = await startServer(process.env)
+  process.stdout.write(banner(server))
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     process.once(signal, () => {
       server.close().then(

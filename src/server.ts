@@ -6,7 +6,7 @@ import { Lifecycle, lifecycleFromConfig } from '../rules/lifecycle.js'
 import { applyDefaultPack } from '../rules/store.js'
 import { createApp } from './app.js'
 import { loadConfig } from './config.js'
-import { resolveCredentials } from './credentials.js'
+import { type Credentials, resolveCredentials } from './credentials.js'
 import { Delivery } from './delivery/index.js'
 import { createLogger } from './logger.js'
 import { migrate } from './store/migrate.js'
@@ -23,6 +23,8 @@ export type RunningServer = {
   store: Store
   /** Signal notifications (tests record signals through it, as the evaluator does). */
   bus: SignalBus
+  /** What was generated this start and where credentials are kept (for the banner of `npm start`). */
+  credentials: Pick<Credentials, 'generated' | 'file'>
   /** The registered routes (`METHOD /path`), e.g. to check the OpenAPI document covers them. */
   routes: string[]
   /** Stop taking requests, flush acknowledged-to-be writes, close the store. */
@@ -39,7 +41,8 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const store = await openStore(config)
   const applied = await migrate(store, undefined, { cluster: config.CLICKHOUSE_CLUSTER })
   if (applied.length) logger.info({ applied }, 'migrations applied')
-  const { adminToken, writeKeys, generated } = resolveCredentials(config)
+  const credentials = resolveCredentials(config)
+  const { adminToken, writeKeys, readTokens, generated } = credentials
   const bus = new SignalBus()
   const lifecycle = new Lifecycle(store, lifecycleFromConfig(config))
   const evaluator = evaluatorFromConfig(store, bus, config, { logger, lifecycle })
@@ -56,7 +59,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     logger,
   })
   const delivery = new Delivery({ store, bus, logger, config })
-  const app = createApp({ config, store, sink, adminToken, writeKeys, logger, bus, evaluator, lifecycle, delivery })
+  const app = createApp({ config, store, sink, adminToken, writeKeys, readTokens, logger, bus, evaluator, lifecycle, delivery })
 
   // Requests wait until the start has finished (delivery started, the entry's signal handlers in
   // place right after): a client that saw /health answer may stop the process at once, and a
@@ -73,7 +76,6 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const port = (server.address() as AddressInfo).port
   const url = `http://${config.HOST === '0.0.0.0' ? '127.0.0.1' : config.HOST}:${port}`
   logger.info({ url, store: store.kind, dataDir: config.DATA_DIR }, 'signalbox is listening')
-  if (generated.adminToken || generated.writeKey) printWelcome(url, config.DATA_DIR, generated, writeKeys[0]?.key)
   evaluator.start()
   await delivery.start(url)
   started = true
@@ -87,9 +89,11 @@ export async function startServer(env: Record<string, string | undefined>): Prom
     writeKeys: [...writeKeys],
     store,
     bus,
+    credentials: { generated, file: credentials.file },
     routes: [...new Set(app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`))],
     close() {
       closing ??= (async () => {
+        logger.info('signalbox is shutting down: finishing requests and flushing events')
         // Live streams never end by themselves: end them first.
         delivery.closeStreams()
         // close() waits for open connections; keep-alive sockets that go idle after it (their
@@ -104,24 +108,36 @@ export async function startServer(env: Record<string, string | undefined>): Prom
         await evaluator.stop()
         await delivery.stop()
         await store.close()
+        logger.info('signalbox stopped')
       })()
       return closing
     },
   }
 }
 
-/** Printed once, when credentials are generated: everything needed to send a first event. */
-function printWelcome(url: string, dataDir: string, generated: { adminToken?: string; writeKey?: string }, writeKey?: string) {
+/**
+ * What `npm start` prints: the workspace URL and where the credentials are kept, on every start;
+ * the generated credentials and a first curl once, when they are generated.
+ */
+export function banner(server: Pick<RunningServer, 'url' | 'credentials' | 'writeKeys'>): string {
+  const { url, credentials } = server
+  const { generated, file } = credentials
+  const where = file ? `kept in ${file}` : 'from ADMIN_TOKEN / READ_TOKENS'
+  const workspace = `signalbox workspace: ${url}/  (sign in with the admin token or a read token, ${where})`
+  if (!generated.adminToken && !generated.writeKey && !generated.readToken) return `\n${workspace}\n\n`
   const lines = [
     '',
-    'signalbox generated credentials (kept in ' + `${dataDir}/credentials.json` + '; shown only this once):',
+    `signalbox generated credentials (kept in ${file}; shown only this once):`,
     ...(generated.writeKey ? [`  write key:   ${generated.writeKey}`] : []),
     ...(generated.adminToken ? [`  admin token: ${generated.adminToken}`] : []),
+    ...(generated.readToken ? [`  read token:  ${generated.readToken}`] : []),
     '',
     'Send an event:',
-    `  curl -u '${writeKey}:' -H 'content-type: application/json' \\`,
+    `  curl -u '${server.writeKeys[0]?.key}:' -H 'content-type: application/json' \\`,
     `    -d '{"userId":"user_1","event":"Signed Up","properties":{"plan":"free"}}' ${url}/v1/track`,
     '',
+    workspace,
+    '',
   ]
-  process.stdout.write(`${lines.join('\n')}\n`)
+  return `${lines.join('\n')}\n`
 }

@@ -90,6 +90,12 @@ describe('signalbox rules', () => {
     expect((await sb.admin('/v1/rules/cli-bad')).status).toBe(404)
   })
 
+  it('apply of a directory without rule files says so and fails (rules/ instead of rules/defaults/)', async () => {
+    mkdirSync(join(dir, 'empty', 'defaults'), { recursive: true })
+    const r = await cli(['rules', 'apply', 'empty'])
+    expect(r).toEqual({ code: 1, stdout: '', stderr: 'no rule files found in empty (*.yaml, *.yml, *.json)\n' })
+  })
+
   it('list prints the current rules', async () => {
     const { code, stdout } = await cli(['rules', 'list'])
     expect(code).toBe(0)

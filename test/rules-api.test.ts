@@ -224,6 +224,9 @@ describe('evaluate and signals', () => {
     expect((await get(`rule_id=page-api&to=${new Date(Date.now() + 60 * MIN).toISOString()}`)).length).toBe(5)
     const one = await sb.admin(`/v1/signals/${out.fired[0]?.id}`)
     expect(await json(one)).toMatchObject({ id: out.fired[0]?.id, rule_id: 'page-api' })
+    const nope = await sb.admin('/v1/signals/sig_nope')
+    expect(nope.status).toBe(404)
+    expect(await json(nope)).toEqual({ error: { code: 'NOT_FOUND', message: 'no signal sig_nope' } })
 
     const bad = await sb.admin('/v1/signals?limit=0&kind=hot&after=nope')
     expect(bad.status).toBe(400)

@@ -1,8 +1,10 @@
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { Writable } from 'node:stream'
 import { afterAll, describe, expect, it } from 'vitest'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { resolveCredentials } from '../src/credentials.js'
+import { createLogger } from '../src/logger.js'
 import { type Child, freePort, spawnServer, waitReady } from './child-server.js'
 import { tempDir } from './harness.js'
 
@@ -37,17 +39,28 @@ const basic = (key: string) => `Basic ${Buffer.from(`${key}:`).toString('base64'
 describe('zero-config start', () => {
   const dataDir = dir('signalbox-fresh-')
   const file = join(dataDir, 'credentials.json')
-  let creds: { adminToken: string; writeKey: string }
+  let creds: { adminToken: string; writeKey: string; readToken: string }
 
-  it('generates a write key and an admin token, keeps them in DATA_DIR and prints them once', async () => {
+  it('generates a write key, an admin token and a read token, keeps them in DATA_DIR and prints them once', async () => {
     const child = await start({ DATA_DIR: dataDir })
     creds = JSON.parse(readFileSync(file, 'utf8'))
-    expect(creds).toEqual({ adminToken: expect.stringMatching(/^sb_admin_[\w-]{32}$/), writeKey: expect.stringMatching(/^sb_write_[\w-]{32}$/) })
+    expect(creds).toEqual({
+      adminToken: expect.stringMatching(/^sb_admin_[\w-]{32}$/),
+      writeKey: expect.stringMatching(/^sb_write_[\w-]{32}$/),
+      readToken: expect.stringMatching(/^sb_read_[\w-]{32}$/),
+    })
     expect(statSync(file).mode & 0o777).toBe(0o600)
     const out = child.stdout()
     expect(out).toContain(`write key:   ${creds.writeKey}`)
     expect(out).toContain(`admin token: ${creds.adminToken}`)
+    expect(out).toContain(`read token:  ${creds.readToken}`)
     expect(out).toContain(`curl -u '${creds.writeKey}:'`)
+    expect(out).toContain(`signalbox workspace: ${child.url}/  (sign in with the admin token or a read token, kept in ${file})`)
+
+    // The generated read token reads the live stream.
+    const stream = await fetch(`${child.url}/v1/signals/stream`, { headers: { authorization: `Bearer ${creds.readToken}` } })
+    expect(stream.status).toBe(200)
+    await stream.body?.cancel()
 
     // The printed curl works as printed.
     const track = await fetch(`${child.url}/v1/track`, {
@@ -62,11 +75,13 @@ describe('zero-config start', () => {
     await stop(child)
   })
 
-  it('a second start reuses them and prints nothing secret', async () => {
+  it('a second start reuses them, prints nothing secret, and still says where the workspace and the credentials are', async () => {
     const child = await start({ DATA_DIR: dataDir })
     expect(JSON.parse(readFileSync(file, 'utf8'))).toEqual(creds)
     expect(child.stdout()).not.toContain(creds.writeKey)
     expect(child.stdout()).not.toContain(creds.adminToken)
+    expect(child.stdout()).not.toContain(creds.readToken)
+    expect(child.stdout()).toContain(`signalbox workspace: ${child.url}/  (sign in with the admin token or a read token, kept in ${file})`)
     const track = await fetch(`${child.url}/v1/track`, {
       method: 'POST',
       headers: { authorization: basic(creds.writeKey), 'content-type': 'application/json' },
@@ -84,6 +99,29 @@ describe('zero-config start', () => {
     const stats = await fetch(`${child.url}/v1/stats`, { headers: { authorization: `Bearer ${creds.adminToken}` } })
     expect(await stats.json()).toMatchObject({ events: 2 })
     await stop(child)
+  })
+})
+
+describe('logs', () => {
+  it('are JSON lines when stdout is not a terminal, ending with a shutdown line', async () => {
+    const child = await start({ DATA_DIR: dir('signalbox-logs-'), LOG_LEVEL: 'info' })
+    await stop(child)
+    const lines = child.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string })
+    expect(lines.map((l) => l.msg)).toContain('signalbox is listening')
+    expect(lines.at(-2)?.msg).toBe('signalbox is shutting down: finishing requests and flushing events')
+    expect(lines.at(-1)?.msg).toBe('signalbox stopped')
+  })
+
+  it('are readable lines on a terminal', () => {
+    let out = ''
+    const destination = new Writable({
+      write(chunk, _enc, done) {
+        out += String(chunk)
+        done()
+      },
+    })
+    createLogger({ LOG_LEVEL: 'info' }, { tty: true, destination }).info({ url: 'http://127.0.0.1:8787' }, 'signalbox is listening')
+    expect(out).toMatch(/^\[\d\d:\d\d:\d\d\] INFO: signalbox is listening\n {4}url: "http:\/\/127\.0\.0\.1:8787"\n$/)
   })
 })
 
@@ -135,15 +173,17 @@ describe('a bad environment stops the start, naming the variable', () => {
 describe('resolveCredentials', () => {
   const config = (env: Record<string, string>) => loadConfig({ DATA_DIR: dir('signalbox-creds-'), ...env })
 
-  it('takes both from the environment and writes nothing', () => {
-    const c = config({ ADMIN_TOKEN: 'env_admin_token_0123456789', WRITE_KEYS: 'env_write_key_1:web,env_write_key_2' })
+  it('takes all from the environment and writes nothing', () => {
+    const c = config({ ADMIN_TOKEN: 'env_admin_token_0123456789', WRITE_KEYS: 'env_write_key_1:web,env_write_key_2', READ_TOKENS: 'env_read_token_0123456789' })
     expect(resolveCredentials(c)).toEqual({
       adminToken: 'env_admin_token_0123456789',
       writeKeys: [
         { key: 'env_write_key_1', source: 'web' },
         { key: 'env_write_key_2', source: 'default' },
       ],
+      readTokens: ['env_read_token_0123456789'],
       generated: {},
+      file: null,
     })
     expect(() => statSync(join(c.DATA_DIR, 'credentials.json'))).toThrow()
   })
@@ -151,9 +191,14 @@ describe('resolveCredentials', () => {
   it('generates only what is unset, and keeps what it generated', () => {
     const c = config({ ADMIN_TOKEN: 'env_admin_token_0123456789' })
     const first = resolveCredentials(c)
-    expect(first.generated).toEqual({ writeKey: expect.stringMatching(/^sb_write_/) })
+    expect(first.generated).toEqual({ writeKey: expect.stringMatching(/^sb_write_/), readToken: expect.stringMatching(/^sb_read_/) })
     expect(first.writeKeys).toEqual([{ key: first.generated.writeKey, source: 'default' }])
-    expect(JSON.parse(readFileSync(join(c.DATA_DIR, 'credentials.json'), 'utf8'))).toEqual({ writeKey: first.generated.writeKey })
+    expect(first.readTokens).toEqual([first.generated.readToken])
+    expect(first.file).toBe(join(c.DATA_DIR, 'credentials.json'))
+    expect(JSON.parse(readFileSync(join(c.DATA_DIR, 'credentials.json'), 'utf8'))).toEqual({
+      writeKey: first.generated.writeKey,
+      readToken: first.generated.readToken,
+    })
     const second = resolveCredentials(c)
     expect(second).toEqual({ ...first, generated: {} })
   })

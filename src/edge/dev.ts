@@ -19,11 +19,12 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
 async function main() {
   const config = loadConfig(process.env)
-  const { adminToken, writeKeys } = resolveCredentials(config)
+  const { adminToken, writeKeys, readTokens } = resolveCredentials(config)
   let local: LocalClickHouse | undefined
   const vars: Record<string, string> = {
     ADMIN_TOKEN: adminToken,
     WRITE_KEYS: writeKeys.map((k) => `${k.key}:${k.source}`).join(','),
+    READ_TOKENS: readTokens.join(','),
     LOG_LEVEL: config.LOG_LEVEL,
     QUEUE_RETRY_BASE_SECONDS: String(config.QUEUE_RETRY_BASE_SECONDS),
   }

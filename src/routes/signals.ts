@@ -84,8 +84,9 @@ export function signalsRoutes(deps: AppDeps) {
     return c.json({ ...page, data: await withFeedback(deps.store, page.data) } satisfies SignalPageWithFeedback)
   })
 
-  // Only a signal id matches here, so /v1/signals/stream stays with the stream route.
-  app.get('/signals/:id{sig_[0-9A-HJKMNP-TV-Z]{26}}', admin, async (c) => {
+  // Only `sig_…` matches here, so /v1/signals/stream stays with the stream route; a malformed
+  // id (sig_nope) is a signal that does not exist, not a missing route.
+  app.get('/signals/:id{sig_[^/]+}', admin, async (c) => {
     const signal = await getSignal(deps.store, c.req.param('id'))
     if (!signal) throw new ApiError({ code: 'NOT_FOUND', message: `no signal ${c.req.param('id')}` })
     const [withIt] = await withFeedback(deps.store, [signal])

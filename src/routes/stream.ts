@@ -24,8 +24,8 @@ const StreamQuery = z.object({
  * Readers of the live stream: the admin token, or one of READ_TOKENS (which can do nothing else).
  * A write key is refused by name, so a misconfigured client learns why.
  */
-export function requireReader(deps: Pick<AppDeps, 'adminToken' | 'writeKeys' | 'config'>): MiddlewareHandler<AppEnv> {
-  const readers = [deps.adminToken, ...(deps.config.READ_TOKENS ?? [])]
+export function requireReader(deps: Pick<AppDeps, 'adminToken' | 'writeKeys' | 'config' | 'readTokens'>): MiddlewareHandler<AppEnv> {
+  const readers = [deps.adminToken, ...(deps.readTokens ?? deps.config.READ_TOKENS ?? [])]
   return async function requireReader(c, next) {
     const header = c.req.header('authorization')
     const given = bearerToken(header) ?? basicUsername(header)

@@ -1,3 +1,4 @@
+import { chTime } from '../src/time.js'
 import type { Store } from '../src/store/store.js'
 
 /**
@@ -29,7 +30,6 @@ const PATHS = ['/', '/pricing', '/docs', '/blog', '/features', '/customers']
 const PLANS = ['free', 'free', 'free', 'pro', 'pro', 'enterprise']
 const TITLES = ['Engineer', 'VP Engineering', 'Head of Sales', 'Analyst', 'CTO', 'Designer', 'Product Manager', 'Director of Operations']
 
-const chTime = (ms: number) => new Date(ms).toISOString().replace('T', ' ').replace('Z', '')
 
 /** `multiIf` picking an event name from a uniform number in [0, 1000). */
 function eventByWeight(r: string): string {

@@ -1,4 +1,4 @@
-import { chTime } from '../ingest/normalize.js'
+import { chTime, utcDate } from '../src/time.js'
 import { startOfDay } from '../rules/compile/sql.js'
 import type { Store } from '../src/store/store.js'
 
@@ -33,7 +33,6 @@ export type StateFigures = {
   matched: Record<string, number>
 }
 
-const day = (ms: number) => new Date(ms).toISOString().slice(0, 10)
 
 /** Events attributed to a user key (linked anonymous ids resolved) and to every account of it. */
 const ATTRIBUTED = `
@@ -147,11 +146,11 @@ export async function stateStudy(
   const today = startOfDay(now)
   const base = {
     now: chTime(now),
-    today: day(today),
-    d7: day(today - 7 * DAY),
-    d30: day(today - 30 * DAY),
-    d35: day(today - 35 * DAY),
-    d90: day(today - 90 * DAY),
+    today: utcDate(today),
+    d7: utcDate(today - 7 * DAY),
+    d30: utcDate(today - 30 * DAY),
+    d35: utcDate(today - 35 * DAY),
+    d90: utcDate(today - 90 * DAY),
     age: (now - (now - 90 * DAY)) / 1000 / HALF_LIFE_S,
   }
   const [sizes] = await store.query<{ a: number; u: number }>(

@@ -1,4 +1,5 @@
 import { ulid } from 'ulid'
+import { chTime } from '../src/time.js'
 import type { Message } from './schema.js'
 
 /** A correction made while storing a message, recorded as an ingestion warning. */
@@ -24,21 +25,6 @@ export type EventRow = {
 
 /** Segment's rule: a timestamp more than this far ahead of the server's clock is not believed. */
 export const FUTURE_LIMIT_MS = 23 * 60 * 60 * 1000
-
-const recentTimes = new Map<number, string>()
-
-/** ClickHouse DateTime64(3) text in UTC: `2026-11-23 10:00:00.123`. */
-export function chTime(ms: number): string {
-  // The messages of a batch share their sentAt and receivedAt, and often their timestamps.
-  let text = recentTimes.get(ms)
-  if (text === undefined) {
-    const iso = new Date(ms).toISOString()
-    text = `${iso.slice(0, 10)} ${iso.slice(11, 23)}`
-    if (recentTimes.size >= 256) recentTimes.clear()
-    recentTimes.set(ms, text)
-  }
-  return text
-}
 
 /**
  * Clock-skew correction as Segment does it: the client's clock may be wrong, but the interval

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino'
 import { StoreUnavailableError } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
-import { chTime, EVENT_COLUMNS, type EventRow, eventsTsv } from './normalize.js'
+import { EVENT_COLUMNS, type EventRow, eventsTsv } from './normalize.js'
+import { chTime, msFromCh } from '../src/time.js'
 
 export type IngestErrorRow = {
   id: string
@@ -262,7 +263,7 @@ export class SeenCache {
     const rows = this.#rows[kind]
     const seen = rows.get(key)
     const first = seen && seen.first < row.first_seen ? seen.first : row.first_seen
-    const lastLimit = chTime(Date.parse(`${row.last_seen.replace(' ', 'T')}Z`) + SEEN_LAG_MS)
+    const lastLimit = chTime(msFromCh(row.last_seen) + SEEN_LAG_MS)
     if (seen) rows.delete(key)
     // Keep the larger limit: an older stored last_seen never lowers what the store holds.
     rows.set(key, { first, lastLimit: seen && seen.lastLimit > lastLimit ? seen.lastLimit : lastLimit })

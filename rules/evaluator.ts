@@ -1,8 +1,10 @@
 import type { Logger } from 'pino'
 import { ulid } from 'ulid'
 import { type Config, ConfigError } from '../src/config.js'
-import { chTime, type EventRow } from '../ingest/normalize.js'
+import { type EventRow } from '../ingest/normalize.js'
+import { chTime, msFromCh } from '../src/time.js'
 import { newSignalId, recordSignalEvents, type Signal, type SignalBus, type SignalEventType, signalFromRow, type SignalRow } from '../src/signals.js'
+import { sha256Hex } from '../src/hash.js'
 import type { Store } from '../src/store/store.js'
 import { idChunks } from './ids.js'
 import type { Lifecycle } from './lifecycle.js'
@@ -538,7 +540,7 @@ export async function loadEntryStates(
     out.get(r.rule_id)?.set(r.subject_id, {
       id: r.last_id,
       status: r.last_status === 'open' ? 'open' : 'resolved',
-      firedAt: Date.parse(`${r.last_fired_at.replace(' ', 'T')}Z`),
+      firedAt: msFromCh(r.last_fired_at),
     })
   }
   return out
@@ -587,7 +589,7 @@ async function claim(store: Store, pending: Pending[], now: number, mode: ClaimM
     fresh = pending.filter((p) => !existing.has(p.key)).map((p) => ({ ...p, owner }))
     fresh.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
     if (fresh.length) {
-      const token = `claims|${await sha256(fresh.map((p) => p.key).join('\n'))}`
+      const token = `claims|${sha256Hex(fresh.map((p) => p.key).join('\n'))}`
       await store.insert('signal_claims_v1', fresh.map((p) => claimRow(p, now)), { insert_deduplication_token: token })
     }
   } else {
@@ -602,7 +604,7 @@ async function claim(store: Store, pending: Pending[], now: number, mode: ClaimM
   const mine = fresh.filter((p) => owners.get(p.key)?.owner === p.owner).map((p) => p.change)
 
   // Orphans: claimed long ago by someone who never recorded the signal.
-  const stale = [...existing.values()].filter((c) => now - Date.parse(`${c.claimed_at.replace(' ', 'T')}Z`) > ORPHAN_MS)
+  const stale = [...existing.values()].filter((c) => now - msFromCh(c.claimed_at) > ORPHAN_MS)
   if (stale.length) {
     const recorded = new Set<string>()
     for (const ids of chunks(stale.map((c) => c.signal_id))) {
@@ -629,11 +631,6 @@ const claimRow = (p: Pending, now: number) => ({
   signal: JSON.stringify(p.change),
   claimed_at: chTime(now),
 })
-
-async function sha256(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(text))
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('')
-}
 
 /**
  * The claim that owns each key. `batch`: the first row stored (lowest block number, then position

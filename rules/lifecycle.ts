@@ -1,5 +1,5 @@
 import { ulid } from 'ulid'
-import { chTime } from '../ingest/normalize.js'
+import { chTime, msFromCh } from '../src/time.js'
 import { type Config, ConfigError } from '../src/config.js'
 import { ApiError } from '../src/errors.js'
 import { SIGNAL_KINDS, type Signal, type SignalEventType, type SubjectType } from '../src/signals.js'
@@ -58,14 +58,13 @@ type Row = {
   reason: string
 }
 
-const chToMs = (s: string) => Date.parse(`${s.replace(' ', 'T')}Z`)
 const iso = (ms: number) => new Date(ms).toISOString()
 
 function toTransition(r: Row): Transition {
   return {
     id: r.id,
     subject: { type: r.subject_type as SubjectType, id: r.subject_id },
-    at: iso(chToMs(r.at)),
+    at: iso(msFromCh(r.at)),
     from: r.from_stage || null,
     to: r.to_stage,
     cause: { type: r.cause_type as CauseType, id: r.cause || null, reason: r.reason },
@@ -156,7 +155,7 @@ export class Lifecycle {
           )),
         )
       }
-      const byId = new Map(firsts.map((f) => [f.id, iso(chToMs(f.first_seen))]))
+      const byId = new Map(firsts.map((f) => [f.id, iso(msFromCh(f.first_seen))]))
       for (const id of missing) out.set(id, { stage: this.first, since: byId.get(id) ?? null, transition: null })
     }
     return out
@@ -179,7 +178,7 @@ export class Lifecycle {
           {
             id: 'first_seen',
             subject: { type, id },
-            at: iso(chToMs(first.first_seen)),
+            at: iso(msFromCh(first.first_seen)),
             from: null,
             to: this.first,
             cause: { type: 'first_seen', id: null, reason: 'first seen' },
@@ -331,7 +330,7 @@ export class Lifecycle {
         type,
         id: c.subject_id,
         stageId: c.stageId,
-        at: this.#after(cur, chToMs(c.at)),
+        at: this.#after(cur, msFromCh(c.at)),
         from: cur.stage,
         to: c.stage,
         causeType: 'trait',

@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { chTime } from '../ingest/normalize.js'
+import { chTime } from '../src/time.js'
 import type { Store } from '../src/store/store.js'
 import { idChunks } from './ids.js'
 

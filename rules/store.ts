@@ -1,7 +1,7 @@
 import { ulid } from 'ulid'
 import { parseAllDocuments } from 'yaml'
 import { z } from 'zod'
-import { chTime } from '../ingest/normalize.js'
+import { chTime, isoFromCh } from '../src/time.js'
 import { ApiError, type ErrorDetail, zodDetails } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
 import { parseRule, type Rule } from './schema.js'
@@ -39,7 +39,6 @@ const COLUMNS = 'rule_id, version, deleted, enabled, document, write_id, created
 const LATEST = `SELECT ${COLUMNS} FROM rules_v1 FINAL
   WHERE (rule_id, version) IN (SELECT rule_id, max(version) FROM rules_v1 GROUP BY rule_id)`
 
-const chToIso = (s: string) => new Date(`${s.replace(' ', 'T')}Z`).toISOString()
 
 function toStored(r: RuleRow): StoredRule {
   return {
@@ -47,7 +46,7 @@ function toStored(r: RuleRow): StoredRule {
     version: Number(r.version),
     deleted: Number(r.deleted) === 1,
     enabled: Number(r.enabled) === 1,
-    created_at: chToIso(r.created_at),
+    created_at: isoFromCh(r.created_at),
     // Stored documents were validated when written; re-parsing applies the current defaults.
     rule: parseRule(JSON.parse(r.document)),
   }
@@ -165,7 +164,7 @@ export async function listVersions(store: Store, id: string): Promise<RuleVersio
     version: Number(r.version),
     deleted: Number(r.deleted) === 1,
     enabled: Number(r.enabled) === 1,
-    created_at: chToIso(r.created_at),
+    created_at: isoFromCh(r.created_at),
   }))
 }
 

@@ -1,11 +1,10 @@
-import { createHash, timingSafeEqual } from 'node:crypto'
+import { timingSafeEqual } from 'node:crypto'
 import type { WriteKey } from './config.js'
-
-const digest = (s: string) => createHash('sha256').update(s).digest()
+import { sha256 } from './hash.js'
 
 /** Constant-time equality of two secrets of any length (compared as SHA-256 digests). */
 export function secretEquals(given: string, expected: string): boolean {
-  return timingSafeEqual(digest(given), digest(expected))
+  return timingSafeEqual(sha256(given), sha256(expected))
 }
 
 /**

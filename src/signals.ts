@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { monotonicFactory } from 'ulid'
 import { z } from 'zod'
-import { chTime } from '../ingest/normalize.js'
+import { chTime, isoFromCh } from './time.js'
 import type { Store } from './store/store.js'
 
 /**
@@ -129,8 +129,6 @@ export type SignalRow = {
   reasons: string
 }
 
-const chToIso = (s: string) => new Date(`${s.replace(' ', 'T')}Z`).toISOString()
-
 export function signalFromRow(r: SignalRow): Signal {
   return Signal.parse({
     id: r.id,
@@ -139,8 +137,8 @@ export function signalFromRow(r: SignalRow): Signal {
     kind: r.kind,
     subject: { type: r.subject_type, id: r.subject_id },
     status: r.status,
-    fired_at: chToIso(r.fired_at),
-    resolved_at: r.resolved_at ? chToIso(r.resolved_at) : null,
+    fired_at: isoFromCh(r.fired_at),
+    resolved_at: r.resolved_at ? isoFromCh(r.resolved_at) : null,
     score: r.score === null ? null : Number(r.score),
     reasons: JSON.parse(r.reasons),
   })

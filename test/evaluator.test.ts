@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { chTime } from '../ingest/normalize.js'
+import { chTime } from '../src/time.js'
 import { decide, Evaluator } from '../rules/evaluator.js'
 import { IDENTITY_CHANGE, type RuleEvents, ruleEvents, touches } from '../rules/relevance.js'
 import { parseRule } from '../rules/schema.js'

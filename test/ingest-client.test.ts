@@ -1,6 +1,6 @@
 import { Analytics } from '@segment/analytics-node'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { chTime } from '../ingest/normalize.js'
+import { chTime, msFromCh } from '../src/time.js'
 import { startTestServer, type TestServer, WRITE_KEY } from './harness.js'
 
 // The real @segment/analytics-node client, pointed at a real HTTP port: what it sends is read back
@@ -46,7 +46,7 @@ type EventRowOut = {
   previous_id: string
 }
 
-const ms = (ch: string) => Date.parse(`${ch.replace(' ', 'T')}Z`)
+const ms = msFromCh
 
 describe('@segment/analytics-node against signalbox', () => {
   let sent: Sent[]

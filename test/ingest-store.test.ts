@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { chTime, FUTURE_LIMIT_MS } from '../ingest/normalize.js'
+import { FUTURE_LIMIT_MS } from '../ingest/normalize.js'
+import { chTime, msFromCh } from '../src/time.js'
 import { GroupCommitWriter } from '../ingest/writer.js'
 import { StoreUnavailableError } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
@@ -22,7 +23,7 @@ let seq = 0
 const uid = (prefix: string) => `${prefix}-${++seq}`
 const iso = (ms: number) => new Date(ms).toISOString()
 /** ClickHouse DateTime64 text (UTC) to epoch ms. */
-const ms = (ch: string) => Date.parse(`${ch.replace(' ', 'T')}Z`)
+const ms = msFromCh
 
 async function count(sql: string, params: Record<string, unknown> = {}): Promise<number> {
   const [row] = await store().query<{ n: number }>(sql, params)

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { batchJson } from '../bench/ingest-data.js'
-import { chTime, correctTimestamp, FUTURE_LIMIT_MS, toEventRow } from '../ingest/normalize.js'
+import { correctTimestamp, FUTURE_LIMIT_MS, toEventRow } from '../ingest/normalize.js'
+import { chTime } from '../src/time.js'
 import { RateLimiter } from '../ingest/ratelimit.js'
 import { checkMessage, jsonSizeBound } from '../ingest/routes.js'
 import { MessageSchemas, parseTimestamp } from '../ingest/schema.js'

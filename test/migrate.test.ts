@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs'
 import { afterAll, describe, expect, it } from 'vitest'
-import { chTime } from '../ingest/normalize.js'
+import { chTime } from '../src/time.js'
 import { loadConfig } from '../src/config.js'
 import { migrate, readMigrations } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'

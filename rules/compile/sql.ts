@@ -1,4 +1,4 @@
-import { chTime } from '../../ingest/normalize.js'
+import { chTime, utcDate } from '../../src/time.js'
 import type { PropertyFilter } from '../schema.js'
 
 /**
@@ -25,7 +25,7 @@ export class Params {
   num = (v: number) => this.bind(v, 'Float64')
   int = (v: number) => this.bind(v, 'Int64')
   time = (ms: number) => this.bind(chTime(ms), "DateTime64(3, 'UTC')")
-  date = (ms: number) => this.bind(new Date(ms).toISOString().slice(0, 10), 'Date')
+  date = (ms: number) => this.bind(utcDate(ms), 'Date')
 }
 
 /** The most needles ClickHouse's multiSearchAny* functions take in one call. */

@@ -1,5 +1,6 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { decodeTime, encodeTime, ulid } from 'ulid'
+import { sha256 } from '../hash.js'
 
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
@@ -17,7 +18,7 @@ export const newWebhookSecret = () => `whsec_${randomBytes(32).toString('base64'
  */
 export function deliveryIdFor(webhookId: string, eventId: string): string {
   const time = ulidPart(eventId).slice(0, 10)
-  const hash = createHash('sha256').update(`${webhookId}\u0000${eventId}`).digest()
+  const hash = sha256(`${webhookId}\u0000${eventId}`)
   let random = ''
   for (let i = 0; i < 16; i++) random += CROCKFORD[(hash[i] as number) & 31]
   return `dlv_${time}${random}`

@@ -1,6 +1,6 @@
 import { Signal, SignalEvent, type SignalEventType } from '../signals.js'
 import type { Store } from '../store/store.js'
-import { isoFromCh } from './time.js'
+import { isoFromCh } from '../time.js'
 
 /** One entry of the signal log as stored (`signal` is the signal's JSON). */
 export type LogRow = {

@@ -3,7 +3,7 @@ import { z } from 'zod'
 import { ApiError } from '../errors.js'
 import type { Store } from '../store/store.js'
 import { nextVersion } from './ids.js'
-import { chTime, msFromCh } from './time.js'
+import { chTime, msFromCh } from '../time.js'
 
 export const DeliveryStatus = z.enum(['pending', 'retrying', 'delivered', 'dead'])
 export type DeliveryStatus = z.infer<typeof DeliveryStatus>

@@ -4,7 +4,7 @@ import { SignalKind } from '../signals.js'
 import type { Store } from '../store/store.js'
 import { newWebhookId, newWebhookSecret, nextVersion } from './ids.js'
 import { WebhookFormat } from './payload.js'
-import { chTime, isoFromCh, msFromCh } from './time.js'
+import { chTime, isoFromCh, msFromCh } from '../time.js'
 
 /** How long the previous secret keeps signing after a rotation. */
 export const SECRET_GRACE_MS = 24 * 3_600_000

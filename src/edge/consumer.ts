@@ -1,15 +1,13 @@
-import { createHash } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { EventRow } from '../../ingest/normalize.js'
 import { type InsertSettings, storeBlock } from '../../ingest/writer.js'
+import { sha256Hex } from '../hash.js'
 import type { Store } from '../store/store.js'
 import { IngestEnvelope } from './envelope.js'
 import type { QueueBatch, QueueMessage } from './types.js'
 
 /** Cloudflare Queues caps a retry delay at 12 hours. */
 const MAX_DELAY_SECONDS = 43_200
-
-const sha256 = (s: string) => createHash('sha256').update(s).digest('hex')
 
 export type ConsumerDeps = {
   store: Store
@@ -55,10 +53,10 @@ export async function consumeIngestBatch(batch: QueueBatch<unknown>, deps: Consu
   }
   if (valid.length === 0) return { stored: 0, acked: 0, retried: invalid, invalid }
 
-  const batchToken = sha256(valid.map((v) => v.envelope.id).sort().join(',')).slice(0, 32)
+  const batchToken = sha256Hex(valid.map((v) => v.envelope.id).sort().join(',')).slice(0, 32)
   const settings: InsertSettings = (table, rows) => ({
     insert_deduplicate: 1,
-    insert_deduplication_token: `${batchToken}:${table}:${sha256(JSON.stringify(rows)).slice(0, 32)}`,
+    insert_deduplication_token: `${batchToken}:${table}:${sha256Hex(JSON.stringify(rows)).slice(0, 32)}`,
     // A redelivered block skipped by a table must be skipped by its materialized views too.
     deduplicate_blocks_in_dependent_materialized_views: 1,
   })

@@ -1,6 +1,6 @@
 import { monotonicFactory } from 'ulid'
 import { z } from 'zod'
-import { chTime } from '../../ingest/normalize.js'
+import { chTime } from '../time.js'
 import { ApiError } from '../errors.js'
 import { Signal, SIGNAL_ID } from '../signals.js'
 import type { Store } from '../store/store.js'

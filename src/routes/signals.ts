@@ -1,6 +1,6 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
-import { chTime } from '../../ingest/normalize.js'
+import { chTime } from '../time.js'
 import { ApiError, zodDetails } from '../errors.js'
 import { FeedbackRequest, recordFeedback, type SignalWithFeedback, withFeedback } from '../feedback/feedback.js'
 import type { AppDeps, AppEnv } from '../env.js'

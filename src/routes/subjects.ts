@@ -1,6 +1,6 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
-import { chTime } from '../../ingest/normalize.js'
+import { chTime, isoFromCh, utcDate } from '../time.js'
 import type { Lifecycle, Transition } from '../../rules/lifecycle.js'
 import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
@@ -27,8 +27,6 @@ export type SubjectProfile = {
   /** An account's users, or a user's accounts. */
   members: { id: string; first_seen: string; last_seen: string }[]
 }
-
-const chToIso = (s: string) => new Date(`${s.replace(' ', 'T')}Z`).toISOString()
 
 function parseJson(s: string): unknown {
   try {
@@ -65,7 +63,7 @@ export async function usagePerDay(store: Store, type: SubjectType, id: string, n
   )
   const byDay = new Map(rows.map((r) => [r.day, r]))
   return Array.from({ length: USAGE_DAYS }, (_, i) => {
-    const day = new Date(start + i * DAY).toISOString().slice(0, 10)
+    const day = utcDate(start + i * DAY)
     const r = byDay.get(day)
     return { day, events: Number(r?.events ?? 0), active_users: Number(r?.active_users ?? 0) }
   })
@@ -107,14 +105,14 @@ export async function subjectProfile(
   return {
     type,
     id,
-    first_seen: seen[0] ? chToIso(seen[0].first_seen) : null,
-    last_seen: seen[0] ? chToIso(seen[0].last_seen) : null,
+    first_seen: seen[0] ? isoFromCh(seen[0].first_seen) : null,
+    last_seen: seen[0] ? isoFromCh(seen[0].last_seen) : null,
     stage: { name: stage?.stage ?? lifecycle.first, since: stage?.since ?? null },
     stages,
     traits: Object.fromEntries(traitRows.map((r) => [r.key, parseJson(r.value)])),
     usage: await usagePerDay(store, type, id, now),
     signals: signalRows.map(signalFromRow),
-    members: members.map((m) => ({ id: m.id, first_seen: chToIso(m.first_seen), last_seen: chToIso(m.last_seen) })),
+    members: members.map((m) => ({ id: m.id, first_seen: isoFromCh(m.first_seen), last_seen: isoFromCh(m.last_seen) })),
   }
 }
 

@@ -8,7 +8,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { evaluatorFromConfig } from '../rules/evaluator.js'
+import { evaluatorFromConfig } from '../src/services.js'
 import { applyDefaultPack } from '../rules/store.js'
 import { loadConfig } from '../src/config.js'
 import { SignalBus } from '../src/signals.js'

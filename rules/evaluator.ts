@@ -1,13 +1,11 @@
 import type { Logger } from 'pino'
 import { ulid } from 'ulid'
-import { type Config, ConfigError } from '../src/config.js'
 import { type EventRow } from '../ingest/normalize.js'
 import { chTime, msFromCh } from '../src/time.js'
 import { newSignalId, recordSignalEvents, type Signal, type SignalBus, type SignalEventType, signalFromRow, type SignalRow } from '../src/signals.js'
 import { sha256Hex } from '../src/hash.js'
 import type { Store } from '../src/store/store.js'
-import { idChunks } from './ids.js'
-import type { Lifecycle } from './lifecycle.js'
+import { idChunks } from '../src/store/ids.js'
 import { fusable } from './compile.js'
 import { runRules, type RuleMatch } from './run.js'
 import { loadScopes, type ScopePart } from './scope.js'
@@ -53,6 +51,16 @@ export type EvaluationResult = {
   errors: { rule_id: string; message: string }[]
 }
 
+/**
+ * What follows an evaluation outside the rules (lifecycle stages, src/lifecycle/): the subjects'
+ * traits are synced before the rules' changes are applied, so a plan that became paid before a
+ * signal fired is the earlier move.
+ */
+export type EvaluationHooks = {
+  syncTraits(subjects: Subjects | undefined, now: number): Promise<unknown>
+  applySignals(changes: { type: SignalEventType; signal: Signal }[], now: number): Promise<unknown>
+}
+
 export type EvaluatorOptions = {
   now?: () => number
   logger?: Logger
@@ -61,7 +69,7 @@ export type EvaluatorOptions = {
   /** How long touched subjects are collected before their incremental evaluation. */
   debounceMs?: number
   shard?: Shard
-  lifecycle?: Lifecycle
+  lifecycle?: EvaluationHooks
   /**
    * How fires and resolves are claimed (see {@link claim}): `batch` (default) writes all the
    * claims of one rule evaluation in one insert and lets the first row per key win (insertion
@@ -652,24 +660,4 @@ async function readClaims(store: Store, keys: string[], mode: ClaimMode): Promis
     for (const r of rows) if (!out.has(r.claim_key)) out.set(r.claim_key, r)
   }
   return out
-}
-
-/** The evaluator as the environment configures it (EVAL_*); a shard outside EVAL_SHARDS stops the start. */
-export function evaluatorFromConfig(
-  store: Store,
-  bus: SignalBus,
-  config: Pick<Config, 'EVAL_INTERVAL_MS' | 'EVAL_DEBOUNCE_MS' | 'EVAL_SHARDS' | 'EVAL_SHARD'> & Partial<Pick<Config, 'CLICKHOUSE_CLUSTER'>>,
-  opts: { logger?: Logger; lifecycle?: Lifecycle; now?: () => number } = {},
-): Evaluator {
-  if (config.EVAL_SHARD >= config.EVAL_SHARDS) {
-    throw new ConfigError(`invalid configuration:\n  EVAL_SHARD: must be less than EVAL_SHARDS (${config.EVAL_SHARDS}); shards are numbered from 0`)
-  }
-  return new Evaluator(store, bus, {
-    ...opts,
-    intervalMs: config.EVAL_INTERVAL_MS,
-    debounceMs: config.EVAL_DEBOUNCE_MS,
-    shard: config.EVAL_SHARDS > 1 ? { count: config.EVAL_SHARDS, index: config.EVAL_SHARD } : undefined,
-    // Replicated tables have no global insertion order: one deduplicated insert per claim there.
-    claims: config.CLICKHOUSE_CLUSTER ? 'per-key' : 'batch',
-  })
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod'
-import { ApiError, type ErrorDetail } from '../src/errors.js'
 import { SignalKind, SubjectType } from '../src/signals.js'
+import { RuleError, type RuleErrorDetail } from './errors.js'
 
 /**
  * The rule document (SPEC "Rules and signals"): what a RevOps person writes in YAML or JSON and
@@ -14,7 +14,7 @@ const DURATION_RE = /^(\d+)(ms|s|m|h|d|w)$/
 /** `'30d'`, `'12h'`, `'15m'`, `'90s'`, `'2w'`, `'500ms'` → milliseconds. */
 export function parseDuration(s: string): number {
   const ms = durationMs(s)
-  if (Number.isNaN(ms)) throw new ApiError({ code: 'BAD_REQUEST', message: `"${s}" is not a duration (e.g. 30d, 12h, 15m)` })
+  if (Number.isNaN(ms)) throw new RuleError('INVALID', `"${s}" is not a duration (e.g. 30d, 12h, 15m)`)
   return ms
 }
 
@@ -274,7 +274,7 @@ export function ruleJsonSchema(): object {
 }
 
 /**
- * Validate a rule document. Throws ApiError BAD_REQUEST whose details name each problem's path
+ * Validate a rule document. Throws a RuleError (INVALID) whose details name each problem's path
  * (`when.all.1.window`) and what is wrong with it.
  */
 export function parseRule(input: unknown): Rule {
@@ -282,11 +282,7 @@ export function parseRule(input: unknown): Rule {
   if (r.success) return r.data
   const details = explain(r.error.issues, input, [])
   const first = details[0]
-  throw new ApiError({
-    code: 'BAD_REQUEST',
-    message: first ? `invalid rule: ${first.path}: ${first.message}` : 'invalid rule',
-    details,
-  })
+  throw new RuleError('INVALID', first ? `invalid rule: ${first.path}: ${first.message}` : 'invalid rule', details)
 }
 
 type Issue = z.core.$ZodIssue
@@ -303,8 +299,8 @@ function at(input: unknown, path: PropertyKey[]): unknown {
  * issues. A person wants the issues of the branch they meant: the one whose identifying key
  * (metric, trait, all, any, event, when) the value carries.
  */
-function explain(issues: Issue[], input: unknown, prefix: PropertyKey[]): ErrorDetail[] {
-  const out: ErrorDetail[] = []
+function explain(issues: Issue[], input: unknown, prefix: PropertyKey[]): RuleErrorDetail[] {
+  const out: RuleErrorDetail[] = []
   for (const issue of issues) {
     const path = [...prefix, ...issue.path]
     if (issue.code === 'invalid_union' && issue.errors.length > 0) {

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { chTime } from '../src/time.js'
 import type { Store } from '../src/store/store.js'
-import { idChunks } from './ids.js'
+import { idChunks } from '../src/store/ids.js'
 
 /**
  * What an incremental evaluation reads for a set of subjects, found once per evaluation and

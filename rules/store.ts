@@ -2,8 +2,8 @@ import { ulid } from 'ulid'
 import { parseAllDocuments } from 'yaml'
 import { z } from 'zod'
 import { chTime, isoFromCh } from '../src/time.js'
-import { ApiError, type ErrorDetail, zodDetails } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
+import { RuleError, type RuleErrorDetail } from './errors.js'
 import { parseRule, type Rule } from './schema.js'
 
 /**
@@ -97,7 +97,7 @@ async function appendVersion(
     )
     if (back?.write_id === writeId) return back
   }
-  throw new ApiError({ code: 'CONFLICT', message: `rule ${id} is being changed concurrently; try again` })
+  throw new RuleError('CONFLICT', `rule ${id} is being changed concurrently; try again`)
 }
 
 /** Store a validated rule as a new version, unless it is identical to the current one. */
@@ -186,29 +186,26 @@ const YAML_TYPES = /^(application|text)\/(x-)?yaml\b/i
  */
 export function parseRuleText(text: string, contentType = ''): unknown[] {
   const trimmed = text.trim()
-  if (!trimmed) throw new ApiError({ code: 'BAD_REQUEST', message: 'the body is empty; expected a rule document (YAML or JSON)' })
+  if (!trimmed) throw new RuleError('INVALID', 'the body is empty; expected a rule document (YAML or JSON)')
   if (!YAML_TYPES.test(contentType) && /^[[{]/.test(trimmed)) {
     try {
       const value: unknown = JSON.parse(trimmed)
       return Array.isArray(value) ? value : [value]
     } catch (err) {
-      throw new ApiError({
-        code: 'BAD_REQUEST',
-        message: `the body is not valid JSON: ${err instanceof Error ? err.message : err}`,
-        details: [{ path: '(body)', message: err instanceof Error ? err.message : String(err) }],
-      })
+      const message = err instanceof Error ? err.message : String(err)
+      throw new RuleError('INVALID', `the body is not valid JSON: ${message}`, [{ path: '(body)', message }])
     }
   }
   const docs = parseAllDocuments(trimmed)
   const list = Array.isArray(docs) ? docs : [docs]
-  const details: ErrorDetail[] = []
+  const details: RuleErrorDetail[] = []
   for (const doc of list) {
     for (const e of doc.errors) {
       const at = e.linePos?.[0]
       details.push({ path: at ? `(line ${at.line}, column ${at.col})` : '(body)', message: e.message.split('\n')[0] ?? e.message })
     }
   }
-  if (details.length) throw new ApiError({ code: 'BAD_REQUEST', message: 'the body is not valid YAML', details })
+  if (details.length) throw new RuleError('INVALID', 'the body is not valid YAML', details)
   return list.map((d) => d.toJS() as unknown).filter((v) => v !== null && v !== undefined)
 }
 
@@ -220,7 +217,8 @@ const IdParam = z
 /** An id from a URL path, checked before it is used anywhere. */
 export function checkRuleId(id: string): string {
   const r = IdParam.safeParse(id)
-  if (!r.success) throw new ApiError({ code: 'BAD_REQUEST', message: `invalid rule id: ${r.error.issues[0]?.message}`, details: zodDetails(r.error, ['id']) })
+  // The id is one string: every issue is about the whole of it.
+  if (!r.success) throw new RuleError('INVALID', `invalid rule id: ${r.error.issues[0]?.message}`, r.error.issues.map((i) => ({ path: 'id', message: i.message })))
   return r.data
 }
 
@@ -234,20 +232,18 @@ export function validateRule(input: unknown, idFromPath?: string, prefix: (strin
     const given = (doc as Record<string, unknown>).id
     if (given === undefined) doc = { ...(doc as object), id: idFromPath }
     else if (given !== idFromPath) {
-      throw new ApiError({
-        code: 'BAD_REQUEST',
-        message: `the body's id "${String(given)}" does not match the id in the path "${idFromPath}"`,
-        details: [{ path: [...prefix, 'id'].join('.'), message: `must equal "${idFromPath}" (the id in the path) or be omitted` }],
-      })
+      throw new RuleError('INVALID', `the body's id "${String(given)}" does not match the id in the path "${idFromPath}"`, [
+        { path: [...prefix, 'id'].join('.'), message: `must equal "${idFromPath}" (the id in the path) or be omitted` },
+      ])
     }
   }
   try {
     return parseRule(doc)
   } catch (err) {
-    if (err instanceof ApiError && prefix.length) {
+    if (err instanceof RuleError && prefix.length) {
       const p = prefix.join('.')
       const details = err.details?.map((d) => ({ ...d, path: d.path === '(root)' ? p : `${p}.${d.path}` }))
-      throw new ApiError({ code: err.code, message: err.message.replace(/^invalid rule: /, `invalid rule: ${p}.`), details })
+      throw new RuleError(err.code, err.message.replace(/^invalid rule: /, `invalid rule: ${p}.`), details)
     }
     throw err
   }

@@ -108,6 +108,10 @@ export const EnvSchema = z.object({
   /** Lifecycle: `plan:stage` pairs for the `plan` trait (`*` any other plan, `-` no move). */
   STAGE_PLANS: z.string().default('free:-,trial:-,cancelled:churned,canceled:churned,churned:churned,*:customer'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+}).superRefine((c, ctx) => {
+  if (c.EVAL_SHARD >= c.EVAL_SHARDS) {
+    ctx.addIssue({ code: 'custom', path: ['EVAL_SHARD'], message: `must be less than EVAL_SHARDS (${c.EVAL_SHARDS}); shards are numbered from 0` })
+  }
 })
 
 export type WriteKey = { key: string; source: string }

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Evaluator } from '../rules/evaluator.js'
-import type { Lifecycle } from '../rules/lifecycle.js'
+import type { Lifecycle } from './lifecycle/lifecycle.js'
 import type { Config, WriteKey } from './config.js'
 import type { Delivery } from './delivery/index.js'
 import type { DeliveryRecord } from './delivery/outbox.js'
@@ -22,10 +22,10 @@ export type AppDeps = {
   bus: SignalBus
   /** The clock, injected so time-dependent behaviour is testable. */
   now?: () => number
-  /** The rule evaluator the server runs in the background (POST /v1/evaluate shares its queue). */
-  evaluator?: Evaluator
-  /** Lifecycle stages (built from the config when absent). */
-  lifecycle?: Lifecycle
+  /** The rule evaluator the runtime drives (POST /v1/evaluate shares its queue). */
+  evaluator: Evaluator
+  /** Lifecycle stages. */
+  lifecycle: Lifecycle
   /** The webhook outbox and open live streams (Node); the routes work on the store without it. */
   delivery?: Delivery
   /** Hands a replayed delivery (POST /v1/deliveries/:id/retry) to this runtime's sender (Workers: the delivery queue). */

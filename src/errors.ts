@@ -1,6 +1,8 @@
 import type { Context } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import { z } from 'zod'
+import { RuleError, type RuleErrorCode } from '../rules/errors.js'
+import { StageError } from './lifecycle/errors.js'
 
 /** The one error vocabulary of the API: every 4xx/5xx body is `{error: {code, message, details?}}`. */
 export const ErrorCode = z.enum([
@@ -69,7 +71,21 @@ export function errorBody(err: ApiError) {
   return { error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } }
 }
 
-export function handleError(err: Error, c: Context) {
+const RULE_CODES = { INVALID: 'BAD_REQUEST', CONFLICT: 'CONFLICT' } as const satisfies Record<RuleErrorCode, ErrorCode>
+
+/**
+ * The one place domain errors become HTTP errors: the rules layer's and the lifecycle's (which
+ * know nothing of HTTP) and ApiError itself; anything else is not an answer the API gives.
+ */
+export function toApiError(err: unknown): ApiError | undefined {
+  if (err instanceof ApiError) return err
+  if (err instanceof RuleError) return new ApiError({ code: RULE_CODES[err.code], message: err.message, details: err.details, cause: err })
+  if (err instanceof StageError) return new ApiError({ code: 'BAD_REQUEST', message: err.message, details: err.details, cause: err })
+  return undefined
+}
+
+export function handleError(caught: Error, c: Context) {
+  const err = toApiError(caught) ?? caught
   if (err instanceof ApiError) {
     for (const [k, v] of Object.entries(err.headers ?? {})) c.header(k, v)
     if (err.status >= 500) c.get('logger')?.error({ err }, err.message)

@@ -1,14 +1,13 @@
 import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { GroupCommitWriter } from '../ingest/writer.js'
-import { evaluatorFromConfig } from '../rules/evaluator.js'
-import { Lifecycle, lifecycleFromConfig } from '../rules/lifecycle.js'
 import { applyDefaultPack } from '../rules/store.js'
 import { createApp } from './app.js'
 import { loadConfig } from './config.js'
 import { type Credentials, resolveCredentials } from './credentials.js'
 import { Delivery } from './delivery/index.js'
 import { createLogger } from './logger.js'
+import { rulesServices } from './services.js'
 import { migrate } from './store/migrate.js'
 import { SignalBus } from './signals.js'
 import { openStore } from './store/node.js'
@@ -44,8 +43,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const credentials = resolveCredentials(config)
   const { adminToken, writeKeys, readTokens, generated } = credentials
   const bus = new SignalBus()
-  const lifecycle = new Lifecycle(store, lifecycleFromConfig(config))
-  const evaluator = evaluatorFromConfig(store, bus, config, { logger, lifecycle })
+  const { lifecycle, evaluator } = rulesServices(store, bus, config, { logger })
   if (config.RULES_DEFAULT_PACK) {
     const pack = await applyDefaultPack(store, Date.now())
     if (pack.length) logger.info({ rules: pack }, 'default rule pack stored')

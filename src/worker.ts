@@ -1,6 +1,5 @@
 import type { Logger } from 'pino'
-import { type Evaluator, evaluatorFromConfig } from '../rules/evaluator.js'
-import { Lifecycle, lifecycleFromConfig } from '../rules/lifecycle.js'
+import type { Evaluator } from '../rules/evaluator.js'
 import { createApp } from './app.js'
 import { consumeIngestBatch } from './edge/consumer.js'
 import { runScheduled, touchedSubjects } from './edge/cron.js'
@@ -13,6 +12,7 @@ import type { ExecutionContext, QueueBatch, ScheduledEvent } from './edge/types.
 import { ConfigError } from './config.js'
 import { retryPolicyFromConfig } from './delivery/backoff.js'
 import { errorBody, ApiError } from './errors.js'
+import { rulesServices } from './services.js'
 import { SignalBus } from './signals.js'
 import type { Store } from './store/store.js'
 
@@ -37,9 +37,8 @@ function runtimeFor(env: WorkerEnv): Runtime {
     const store = openWebStore(config)
     const bus = new SignalBus()
     const sink = new QueueSink(env.INGEST_QUEUE)
-    const lifecycle = new Lifecycle(store, lifecycleFromConfig(config))
-    // No background interval on Workers: the Cron Trigger and the queue consumer drive it.
-    const evaluator = evaluatorFromConfig(store, bus, config, { logger, lifecycle })
+    // No background interval on Workers (evaluator.start() is never called): the Cron Trigger and the queue consumer drive it.
+    const { lifecycle, evaluator } = rulesServices(store, bus, config, { logger })
     const queue = env.DELIVERY_QUEUE
     // A replayed delivery (a new round, same id) goes to the delivery queue at once; should the
     // send fail, the next Cron Trigger queues it (it is open in the outbox).

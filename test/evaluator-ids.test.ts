@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_ID_BYTES_PER_QUERY, MAX_IDS_PER_QUERY, idChunks } from '../rules/ids.js'
+import { MAX_ID_BYTES_PER_QUERY, MAX_IDS_PER_QUERY, idChunks } from '../src/store/ids.js'
 
 describe('id lists cut for query parameters (URLs are capped at 1 MiB)', () => {
   it('keeps every id once, in order, within the count and the encoded-size limits', () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DEFAULT_LIFECYCLE, Lifecycle, lifecycleFromConfig } from '../rules/lifecycle.js'
+import { DEFAULT_LIFECYCLE, Lifecycle, lifecycleFromConfig } from '../src/lifecycle/lifecycle.js'
 import { ConfigError, loadConfig } from '../src/config.js'
 import { newSignalId, type Signal, type SignalKind } from '../src/signals.js'
 import { DAY, NOW, ev, group, openRuleStore } from './rules-fixtures.js'
@@ -120,7 +120,7 @@ describe('lifecycle transitions', () => {
   })
 
   it('rejects a stage not on the ladder, naming it', async () => {
-    await expect(lc.setStage('account', 'acc-3', 'won', '', NOW)).rejects.toMatchObject({ code: 'BAD_REQUEST', details: [{ path: 'stage' }] })
+    await expect(lc.setStage('account', 'acc-3', 'won', '', NOW)).rejects.toMatchObject({ name: 'StageError', code: 'UNKNOWN_STAGE', details: [{ path: 'stage' }] })
   })
 })
 

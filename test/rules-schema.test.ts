@@ -1,6 +1,7 @@
 import { parse } from 'yaml'
 import { describe, expect, it } from 'vitest'
-import { ApiError } from '../src/errors.js'
+import { RuleError } from '../rules/errors.js'
+import { toApiError } from '../src/errors.js'
 import { parseDuration, parseRule, ruleJsonSchema } from '../rules/schema.js'
 
 /** The three examples of SPEC.md "Rules and signals", verbatim. */
@@ -46,10 +47,11 @@ function problems(doc: unknown) {
   try {
     parseRule(doc)
   } catch (err) {
-    expect(err).toBeInstanceOf(ApiError)
-    const e = err as ApiError
-    expect(e.code).toBe('BAD_REQUEST')
-    expect(e.status).toBe(400)
+    expect(err).toBeInstanceOf(RuleError)
+    const e = err as RuleError
+    expect(e.code).toBe('INVALID')
+    // The API answers it as a 400 with the same details.
+    expect(toApiError(e)).toMatchObject({ status: 400, code: 'BAD_REQUEST', details: e.details })
     expect(e.message).toContain(e.details?.[0]?.path)
     return e.details
   }
@@ -159,6 +161,6 @@ describe('parseDuration', () => {
   ])('%s', (s, ms) => expect(parseDuration(s)).toBe(ms))
 
   it.each(['', '30', 'd', '1.5d', '-1d', '30 days'])('rejects %j', (s) => {
-    expect(() => parseDuration(s)).toThrow(ApiError)
+    expect(() => parseDuration(s)).toThrow(RuleError)
   })
 })

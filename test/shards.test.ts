@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Evaluator, evaluatorFromConfig } from '../rules/evaluator.js'
+import { Evaluator } from '../rules/evaluator.js'
+import { evaluatorFromConfig } from '../src/services.js'
 import { parseRule } from '../rules/schema.js'
 import { putRule } from '../rules/store.js'
 import { loadConfig } from '../src/config.js'

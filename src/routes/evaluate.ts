@@ -1,7 +1,6 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
-import { Evaluator } from '../../rules/evaluator.js'
-import { Lifecycle, lifecycleFromConfig } from '../../rules/lifecycle.js'
+import type { Evaluator } from '../../rules/evaluator.js'
 import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'
@@ -47,14 +46,9 @@ export function evaluateRoutes(deps: AppDeps, evaluator: Evaluator) {
   return app
 }
 
-/**
- * The rules layer's HTTP surface: rules, backtests, signals, evaluate, subjects and the funnel.
- * Without an evaluator in the deps (the Workers entry), one is made for this app: evaluations are
- * then serialized per isolate, and the store's claims keep a signal from firing twice anyway.
- */
+/** The rules layer's HTTP surface: rules, backtests, signals, evaluate, subjects and the funnel. */
 export function rulesApi(deps: AppDeps) {
-  const lifecycle = deps.lifecycle ?? new Lifecycle(deps.store, lifecycleFromConfig(deps.config))
-  const evaluator = deps.evaluator ?? new Evaluator(deps.store, deps.bus, { now: deps.now, logger: deps.logger, lifecycle })
+  const { lifecycle, evaluator } = deps
   const app = new Hono<AppEnv>()
   app.route('/', rulesRoutes(deps))
   app.route('/', signalsRoutes(deps))

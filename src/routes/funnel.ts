@@ -1,6 +1,6 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
-import type { Lifecycle } from '../../rules/lifecycle.js'
+import type { Lifecycle } from '../lifecycle/lifecycle.js'
 import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'

@@ -1,7 +1,7 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
 import { chTime, isoFromCh, utcDate } from '../time.js'
-import type { Lifecycle, Transition } from '../../rules/lifecycle.js'
+import type { Lifecycle, Transition } from '../lifecycle/lifecycle.js'
 import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'

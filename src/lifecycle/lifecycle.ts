@@ -1,10 +1,10 @@
 import { ulid } from 'ulid'
-import { chTime, msFromCh } from '../src/time.js'
-import { type Config, ConfigError } from '../src/config.js'
-import { ApiError } from '../src/errors.js'
-import { SIGNAL_KINDS, type Signal, type SignalEventType, type SubjectType } from '../src/signals.js'
-import type { Store } from '../src/store/store.js'
-import { idChunks } from './ids.js'
+import { chTime, msFromCh } from '../time.js'
+import { type Config, ConfigError } from '../config.js'
+import { SIGNAL_KINDS, type Signal, type SignalEventType, type SubjectType } from '../signals.js'
+import type { Store } from '../store/store.js'
+import { idChunks } from '../store/ids.js'
+import { StageError } from './errors.js'
 
 /**
  * Lifecycle stages. A configurable ladder (default `lead → mql → pql → sql → customer`, then
@@ -191,11 +191,7 @@ export class Lifecycle {
   /** A move requested through the API (a CRM marking sales-accepted, qualified, won…). */
   async setStage(type: SubjectType, id: string, stage: string, reason: string, now: number): Promise<Transition> {
     if (this.rank(stage) === -1) {
-      throw new ApiError({
-        code: 'BAD_REQUEST',
-        message: `unknown stage "${stage}"`,
-        details: [{ path: 'stage', message: `must be one of ${this.#order.join(', ')}` }],
-      })
+      throw new StageError(`unknown stage "${stage}"`, [{ path: 'stage', message: `must be one of ${this.#order.join(', ')}` }])
     }
     const cur = (await this.current(type, [id])).get(id) as CurrentStage
     const [t] = await this.#record([

@@ -1,16 +1,15 @@
-import { ulid } from 'ulid'
 import { parseAllDocuments } from 'yaml'
 import { z } from 'zod'
-import { chTime, isoFromCh } from '../src/time.js'
+import { isoFromCh } from '../src/time.js'
 import type { Store } from '../src/store/store.js'
+import { allVersions, appendVersion, latestOfAll, latestVersion, SerialQueue, type VersionedTable, versionOf, writerFor } from '../src/store/versions.js'
 import { RuleError, type RuleErrorDetail } from './errors.js'
 import { parseRule, type Rule } from './schema.js'
 
 /**
- * Versioned rule storage. Every change is a new row `(rule_id, version)`; a DELETE is a tombstone
- * version. Versions are claimed with an insert deduplication token, so two writers (two instances,
- * or a PUT racing the default pack) never store two documents under one version: the loser reads
- * someone else's row back and tries the next version.
+ * Versioned rule storage (src/store/versions.ts). Every change is a new row `(rule_id, version)`;
+ * a DELETE is a tombstone version. Two writers (two instances, or a PUT racing the default pack)
+ * never store two documents under one version.
  */
 
 export type StoredRule = {
@@ -35,10 +34,12 @@ type RuleRow = {
   created_at: string
 }
 
-const COLUMNS = 'rule_id, version, deleted, enabled, document, write_id, created_at'
-const LATEST = `SELECT ${COLUMNS} FROM rules_v1 FINAL
-  WHERE (rule_id, version) IN (SELECT rule_id, max(version) FROM rules_v1 GROUP BY rule_id)`
-
+const TABLE: VersionedTable = {
+  table: 'rules_v1',
+  idColumn: 'rule_id',
+  columns: 'rule_id, version, deleted, enabled, document, write_id, created_at',
+  noun: 'rule',
+}
 
 function toStored(r: RuleRow): StoredRule {
   return {
@@ -52,63 +53,23 @@ function toStored(r: RuleRow): StoredRule {
   }
 }
 
-/** Run async tasks one at a time, in call order; a failed task rejects only its own caller. */
-export class SerialQueue {
-  #tail: Promise<unknown> = Promise.resolve()
+// The evaluator serialises its runs with the same queue.
+export { SerialQueue }
 
-  run<T>(task: () => Promise<T>): Promise<T> {
-    const result = this.#tail.then(task, task)
-    this.#tail = result.catch(() => undefined)
-    return result
-  }
-}
-
-// One writer per store in this process; across processes the deduplication token decides.
-const writers = new WeakMap<Store, SerialQueue>()
-const writerFor = (store: Store) => {
-  let q = writers.get(store)
-  if (!q) writers.set(store, (q = new SerialQueue()))
-  return q
-}
-
-async function latestRow(store: Store, id: string): Promise<RuleRow | undefined> {
-  const rows = await store.query<RuleRow>(
-    `SELECT ${COLUMNS} FROM rules_v1 FINAL WHERE rule_id = {id:String} ORDER BY version DESC LIMIT 1`,
-    { id },
-  )
-  return rows[0]
-}
-
-async function appendVersion(
-  store: Store,
-  id: string,
-  make: (version: number) => Omit<RuleRow, 'rule_id' | 'version' | 'write_id' | 'created_at'> & { source: string; kind: string; subject: string },
-  now: number,
-): Promise<RuleRow> {
-  for (let attempt = 0; attempt < 8; attempt++) {
-    const current = await latestRow(store, id)
-    const version = (current ? Number(current.version) : 0) + 1
-    const writeId = ulid()
-    const row = { rule_id: id, version, write_id: writeId, created_at: chTime(now), ...make(version) }
-    await store.insert('rules_v1', [row], { insert_deduplication_token: `rule:${id}:${version}` })
-    const [back] = await store.query<RuleRow>(
-      `SELECT ${COLUMNS} FROM rules_v1 FINAL WHERE rule_id = {id:String} AND version = {version:UInt32}`,
-      { id, version },
-    )
-    if (back?.write_id === writeId) return back
-  }
-  throw new RuleError('CONFLICT', `rule ${id} is being changed concurrently; try again`)
-}
+const conflict = (message: string) => new RuleError('CONFLICT', message)
+const latestRow = (store: Store, id: string) => latestVersion<RuleRow>(store, TABLE, id)
+const appendRuleVersion = (store: Store, id: string, make: (version: number) => Record<string, unknown>, now: number) =>
+  appendVersion<RuleRow>(store, TABLE, id, make, now, conflict)
 
 /** Store a validated rule as a new version, unless it is identical to the current one. */
 export function putRule(store: Store, rule: Rule, source: string, now: number): Promise<PutResult> {
-  return writerFor(store).run(async () => {
+  return writerFor(store, TABLE.table).run(async () => {
     const document = JSON.stringify(rule)
     const current = await latestRow(store, rule.id)
     if (current && Number(current.deleted) === 0 && current.document === document) {
       return { stored: toStored(current), status: 'unchanged' }
     }
-    const row = await appendVersion(
+    const row = await appendRuleVersion(
       store,
       rule.id,
       () => ({ deleted: 0, enabled: rule.enabled === false ? 0 : 1, document, source, kind: rule.kind, subject: rule.subject }),
@@ -120,11 +81,11 @@ export function putRule(store: Store, rule: Rule, source: string, now: number): 
 
 /** Append a tombstone version; undefined when the rule does not exist (or is already deleted). */
 export function deleteRule(store: Store, id: string, now: number): Promise<StoredRule | undefined> {
-  return writerFor(store).run(async () => {
+  return writerFor(store, TABLE.table).run(async () => {
     const current = await latestRow(store, id)
     if (!current || Number(current.deleted) === 1) return undefined
     const rule = JSON.parse(current.document) as Rule
-    const row = await appendVersion(
+    const row = await appendRuleVersion(
       store,
       id,
       () => ({ deleted: 1, enabled: 0, document: current.document, source: '', kind: rule.kind, subject: rule.subject }),
@@ -140,27 +101,19 @@ export async function getRule(store: Store, id: string, version?: number): Promi
     const row = await latestRow(store, id)
     return row && toStored(row)
   }
-  const [row] = await store.query<RuleRow>(
-    `SELECT ${COLUMNS} FROM rules_v1 FINAL WHERE rule_id = {id:String} AND version = {version:UInt32}`,
-    { id, version },
-  )
+  const row = await versionOf<RuleRow>(store, TABLE, id, version)
   return row && toStored(row)
 }
 
 /** The current version of every rule that is not deleted, by id. */
 export async function listRules(store: Store): Promise<StoredRule[]> {
-  const rows = await store.query<RuleRow>(`${LATEST} AND deleted = 0 ORDER BY rule_id`)
-  return rows.map(toStored)
+  return (await latestOfAll<RuleRow>(store, TABLE)).map(toStored)
 }
 
 export type RuleVersion = { version: number; deleted: boolean; enabled: boolean; created_at: string }
 
 export async function listVersions(store: Store, id: string): Promise<RuleVersion[]> {
-  const rows = await store.query<RuleRow>(
-    `SELECT ${COLUMNS} FROM rules_v1 FINAL WHERE rule_id = {id:String} ORDER BY version`,
-    { id },
-  )
-  return rows.map((r) => ({
+  return (await allVersions<RuleRow>(store, TABLE, id)).map((r) => ({
     version: Number(r.version),
     deleted: Number(r.deleted) === 1,
     enabled: Number(r.enabled) === 1,

@@ -243,6 +243,13 @@ export const RuleDocument = z
     threshold: z.number().optional(),
     /** A subject fires this rule at most once per cooldown. */
     cooldown: Duration.optional(),
+    /** The outcome (an outcome document's id) the quality report judges this rule by; default by kind. */
+    outcome: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'must be an outcome id: letters, digits, _ . - (at most 128)')
+      .optional(),
+    /** How long after a fire the outcome may come and still count (default 30d for pql / mql, 60d otherwise). */
+    horizon: Duration.optional(),
     enabled: z.boolean().default(true),
   })
   .superRefine((r, ctx) => {

@@ -6,6 +6,8 @@ import { parseAllDocuments } from 'yaml'
 import { loadConfig } from './config.js'
 import { migrate } from './store/migrate.js'
 import { openStore } from './store/node.js'
+import { printQuality } from './quality/print.js'
+import type { QualityReport } from './quality/quality.js'
 
 const program = new Command('signalbox').description('signalbox command-line interface')
 
@@ -98,33 +100,37 @@ const withApi = (c: Command) =>
     .option('--url <url>', 'the server (default: SIGNALBOX_URL, else http://127.0.0.1:8787)')
     .option('--token <token>', 'the admin token (default: ADMIN_TOKEN, else DATA_DIR/credentials.json)')
 
+/** PUT each document of `paths` to `/v1/<collection>/<id>`, one line per document. */
+async function applyDocuments(collection: 'rules' | 'outcomes', paths: string[], opts: ApiOptions) {
+  const noun = collection === 'rules' ? 'rule' : 'outcome'
+  let failed = 0
+  const docs = ruleDocuments(paths)
+  if (docs.length === 0) {
+    // A directory without documents (say `rules/` instead of `rules/defaults/`) is a mistake, not a no-op.
+    console.error(`no ${noun} files found in ${paths.join(', ')} (*.yaml, *.yml, *.json)`)
+    process.exitCode = 1
+    return
+  }
+  for (const doc of docs) {
+    if (!doc.id) {
+      console.error(`${doc.file}: a ${noun} document needs an id`)
+      failed++
+      continue
+    }
+    try {
+      const r = await api(opts, 'PUT', `/v1/${collection}/${encodeURIComponent(doc.id)}`, doc.body, doc.contentType)
+      console.log(`${doc.id}\tv${r.version}\t${r.status}`)
+    } catch (err) {
+      console.error(`${doc.file}: ${doc.id}: ${err instanceof Error ? err.message : err}`)
+      failed++
+    }
+  }
+  if (failed) process.exitCode = 1
+}
+
 withApi(rules.command('apply').argument('<paths...>', 'rule files (YAML or JSON) or directories of them'))
   .description('create or update rules from files; each changed rule gets a new version')
-  .action(async (paths: string[], opts: ApiOptions) => {
-    let failed = 0
-    const docs = ruleDocuments(paths)
-    if (docs.length === 0) {
-      // A directory without rule files (say `rules/` instead of `rules/defaults/`) is a mistake, not a no-op.
-      console.error(`no rule files found in ${paths.join(', ')} (*.yaml, *.yml, *.json)`)
-      process.exitCode = 1
-      return
-    }
-    for (const doc of docs) {
-      if (!doc.id) {
-        console.error(`${doc.file}: a rule document needs an id`)
-        failed++
-        continue
-      }
-      try {
-        const r = await api(opts, 'PUT', `/v1/rules/${encodeURIComponent(doc.id)}`, doc.body, doc.contentType)
-        console.log(`${doc.id}\tv${r.version}\t${r.status}`)
-      } catch (err) {
-        console.error(`${doc.file}: ${doc.id}: ${err instanceof Error ? err.message : err}`)
-        failed++
-      }
-    }
-    if (failed) process.exitCode = 1
-  })
+  .action((paths: string[], opts: ApiOptions) => applyDocuments('rules', paths, opts))
 
 withApi(rules.command('list'))
   .description('list the current rules')
@@ -137,29 +143,75 @@ withApi(rules.command('list'))
     }
   })
 
+type BacktestResponse = {
+  moments: number
+  fired: { subject: { id: string }; at: string; score: number | null }[]
+  resolved: { subject: { id: string }; at: string }[]
+  open_at_end: number
+  quality: QualityReport | null
+  quality_unavailable?: string
+}
+
+const readRuleFile = (file: string): unknown => parseAllDocuments(readFileSync(file, 'utf8'))[0]?.toJS()
+
 withApi(rules.command('backtest').argument('<id>', 'the rule id'))
-  .description('what a rule would have fired over stored history, without storing signals')
+  .description('what a rule would have fired over stored history, and how often those fires reached its outcome; nothing is stored')
   .requiredOption('--from <time>', 'ISO-8601 start')
   .requiredOption('--to <time>', 'ISO-8601 end')
   .option('--step <duration>', 'time between evaluated moments', '1d')
+  .option('--horizon <duration>', 'the horizon of the quality figures (default: the rule\'s)')
   .option('--file <file>', 'test this rule document instead of the saved rule')
+  .option('--compare <file>', 'also backtest this rule document (another threshold, say) and show both side by side')
   .option('--json', 'print the API response')
-  .action(async (id: string, opts: ApiOptions & { from: string; to: string; step: string; file?: string; json?: boolean }) => {
-    const body: Record<string, unknown> = { from: opts.from, to: opts.to, step: opts.step }
-    if (opts.file) body.rule = parseAllDocuments(readFileSync(opts.file, 'utf8'))[0]?.toJS()
-    const r = (await api(opts, 'POST', `/v1/rules/${encodeURIComponent(id)}/backtest`, JSON.stringify(body))) as {
-      moments: number
-      fired: { subject: { id: string }; at: string; score: number | null }[]
-      resolved: { subject: { id: string }; at: string }[]
-      open_at_end: number
+  .action(async (id: string, opts: ApiOptions & { from: string; to: string; step: string; horizon?: string; file?: string; compare?: string; json?: boolean }) => {
+    const run = (rule: unknown) => {
+      const body: Record<string, unknown> = { from: opts.from, to: opts.to, step: opts.step, ...(opts.horizon ? { horizon: opts.horizon } : {}) }
+      if (rule !== undefined) body.rule = rule
+      return api(opts, 'POST', `/v1/rules/${encodeURIComponent(id)}/backtest`, JSON.stringify(body)) as Promise<BacktestResponse>
     }
-    if (opts.json) return console.log(JSON.stringify(r, null, 2))
+    const base = await run(opts.file ? readRuleFile(opts.file) : undefined)
+    if (opts.compare) {
+      const other = await run(readRuleFile(opts.compare))
+      if (opts.json) return console.log(JSON.stringify({ base, compare: other }, null, 2))
+      const label = (r: BacktestResponse, name: string) => ({ name, quality: r.quality, fires: r.fired.length, note: r.quality_unavailable })
+      return printQuality([label(base, opts.file ?? `${id} (saved)`), label(other, opts.compare)])
+    }
+    if (opts.json) return console.log(JSON.stringify(base, null, 2))
     const lines = [
-      ...r.fired.map((f) => ({ at: f.at, line: `${f.at}\tfired\t${f.subject.id}${f.score === null ? '' : `\tscore ${f.score}`}` })),
-      ...r.resolved.map((x) => ({ at: x.at, line: `${x.at}\tresolved\t${x.subject.id}` })),
+      ...base.fired.map((f) => ({ at: f.at, line: `${f.at}\tfired\t${f.subject.id}${f.score === null ? '' : `\tscore ${f.score}`}` })),
+      ...base.resolved.map((x) => ({ at: x.at, line: `${x.at}\tresolved\t${x.subject.id}` })),
     ].sort((a, b) => a.at.localeCompare(b.at))
     for (const l of lines) console.log(l.line)
-    console.log(`${r.moments} moments: ${r.fired.length} fired, ${r.resolved.length} resolved, ${r.open_at_end} open at the end`)
+    console.log(`${base.moments} moments: ${base.fired.length} fired, ${base.resolved.length} resolved, ${base.open_at_end} open at the end`)
+    printQuality([{ name: id, quality: base.quality, fires: base.fired.length, note: base.quality_unavailable }])
+  })
+
+withApi(rules.command('quality').argument('<id>', 'the rule id'))
+  .description("how often a rule's signals reached its outcome: precision, base rate, lift, recall, lead time")
+  .option('--from <time>', 'ISO-8601 start of the period of fires (default: 90 days before --to)')
+  .option('--to <time>', 'ISO-8601 end (default: now)')
+  .option('--horizon <duration>', "how long after a fire the outcome may come (default: the rule's)")
+  .option('--json', 'print the API response')
+  .action(async (id: string, opts: ApiOptions & { from?: string; to?: string; horizon?: string; json?: boolean }) => {
+    const q = new URLSearchParams(Object.entries({ from: opts.from, to: opts.to, horizon: opts.horizon }).filter((e): e is [string, string] => e[1] !== undefined))
+    const r = (await api(opts, 'GET', `/v1/rules/${encodeURIComponent(id)}/quality${q.size ? `?${q}` : ''}`)) as QualityReport
+    if (opts.json) return console.log(JSON.stringify(r, null, 2))
+    printQuality([{ name: id, quality: r }])
+  })
+
+const outcomes = program.command('outcomes').description('manage outcomes (what counts as success for the quality report) on a running server')
+
+withApi(outcomes.command('apply').argument('<paths...>', 'outcome files (YAML or JSON) or directories of them'))
+  .description('create or update outcomes from files; each changed outcome gets a new version')
+  .action((paths: string[], opts: ApiOptions) => applyDocuments('outcomes', paths, opts))
+
+withApi(outcomes.command('list'))
+  .description('list the current outcomes')
+  .option('--json', 'print the API response')
+  .action(async (opts: ApiOptions & { json?: boolean }) => {
+    const r = (await api(opts, 'GET', '/v1/outcomes')) as { data: { id: string; version: number; outcome: { subject: string; description?: string } }[] }
+    if (opts.json) return console.log(JSON.stringify(r, null, 2))
+    for (const x of r.data) console.log([x.id, `v${x.version}`, x.outcome.subject, x.outcome.description ?? ''].join('\t'))
   })
 
 program.parseAsync().catch((err) => {

@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { GroupCommitWriter } from '../ingest/writer.js'
 import { applyDefaultPack } from '../rules/store.js'
+import { applyDefaultOutcomes } from './quality/outcome-store.js'
 import { createApp } from './app.js'
 import { loadConfig } from './config.js'
 import { type Credentials, resolveCredentials } from './credentials.js'
@@ -47,6 +48,9 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   if (config.RULES_DEFAULT_PACK) {
     const pack = await applyDefaultPack(store, Date.now())
     if (pack.length) logger.info({ rules: pack }, 'default rule pack stored')
+    // The outcomes the default rules are judged by (converted, churned, expanded).
+    const outcomes = await applyDefaultOutcomes(store, Date.now())
+    if (outcomes.length) logger.info({ outcomes }, 'default outcomes stored')
   }
   const sink = new GroupCommitWriter(store, {
     flushMs: config.INGEST_FLUSH_MS,

@@ -5,6 +5,8 @@ import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { funnelRoutes } from './funnel.js'
+import { outcomesRoutes } from './outcomes.js'
+import { qualityRoutes } from './quality.js'
 import { rulesRoutes } from './rules.js'
 import { signalsRoutes } from './signals.js'
 import { subjectsRoutes } from './subjects.js'
@@ -51,6 +53,8 @@ export function rulesApi(deps: AppDeps) {
   const { lifecycle, evaluator } = deps
   const app = new Hono<AppEnv>()
   app.route('/', rulesRoutes(deps))
+  app.route('/', qualityRoutes(deps))
+  app.route('/', outcomesRoutes(deps))
   app.route('/', signalsRoutes(deps))
   app.route('/', evaluateRoutes(deps, evaluator))
   app.route('/', subjectsRoutes(deps, lifecycle))

@@ -4,6 +4,8 @@ import { BatchBody, MessageSchemas } from '../../ingest/schema.js'
 import { RuleDocument } from '../../rules/schema.js'
 import type { AppEnv } from '../env.js'
 import { Feedback, FeedbackRequest, SignalWithFeedback } from '../feedback/feedback.js'
+import { OutcomeDocument } from '../quality/outcomes.js'
+import { QualityReport } from '../quality/quality.js'
 import { Signal } from '../signals.js'
 import { EvaluateRequest } from './evaluate.js'
 import { BacktestRequest } from './rules.js'
@@ -31,7 +33,14 @@ const OPERATIONS: Record<string, Op> = {
   'GET /v1/rules/{id}': { summary: 'A rule (`?version=N` for an earlier one)', auth: 'admin' },
   'DELETE /v1/rules/{id}': { summary: 'Delete a rule (a tombstone version)', auth: 'admin' },
   'GET /v1/rules/{id}/versions': { summary: 'Version history of a rule', auth: 'admin' },
-  'POST /v1/rules/{id}/backtest': { summary: 'What a rule would have fired over stored history', auth: 'admin', body: BacktestRequest },
+  'POST /v1/rules/{id}/backtest': { summary: 'What a rule would have fired over stored history, and the quality of those fires', auth: 'admin', body: BacktestRequest },
+  'GET /v1/rules/{id}/quality': { summary: 'Quality of a rule against its outcome: precision, base rate, lift, recall, lead time, useful share', auth: 'admin', response: QualityReport },
+  'GET /v1/outcomes': { summary: 'Current outcomes', auth: 'admin' },
+  'GET /v1/outcomes/schema': { summary: 'JSON Schema of outcome documents', auth: 'admin' },
+  'PUT /v1/outcomes/{id}': { summary: 'Create or update an outcome (a new version); JSON or YAML', auth: 'admin', body: OutcomeDocument },
+  'GET /v1/outcomes/{id}': { summary: 'An outcome (`?version=N` for an earlier one)', auth: 'admin' },
+  'DELETE /v1/outcomes/{id}': { summary: 'Delete an outcome (a tombstone version)', auth: 'admin' },
+  'GET /v1/outcomes/{id}/versions': { summary: 'Version history of an outcome', auth: 'admin' },
   'POST /v1/evaluate': { summary: 'Evaluate now: {fired, resolved}', auth: 'admin', body: EvaluateRequest },
   'GET /v1/signals': { summary: 'Signals, paged with a cursor (`after`), filtered by kind, rule, subject, status, time', auth: 'admin' },
   'GET /v1/signals/{id}': { summary: 'One signal, with the feedback people gave on it', auth: 'admin', response: SignalWithFeedback },

@@ -1,7 +1,7 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
 import { backtest, MAX_MOMENTS, type BacktestResult } from '../../rules/backtest.js'
-import { parseDuration, type Rule, ruleJsonSchema } from '../../rules/schema.js'
+import { Duration, parseDuration, type Rule, ruleJsonSchema } from '../../rules/schema.js'
 import {
   checkRuleId,
   deleteRule,
@@ -14,6 +14,7 @@ import {
   validateRule,
 } from '../../rules/store.js'
 import { ApiError, zodDetails } from '../errors.js'
+import { backtestQuality } from '../quality/quality.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 
@@ -67,6 +68,8 @@ export const BacktestRequest = z
     step: DurationMs.default(86_400_000),
     /** A rule document to test instead of the saved one (it need not be saved). */
     rule: z.unknown().optional(),
+    /** The horizon of the quality figures (default: the rule's, else its kind's). */
+    horizon: Duration.optional(),
   })
   .superRefine((b, ctx) => {
     if (b.to < b.from) ctx.addIssue({ code: 'custom', path: ['to'], message: 'must not be before from' })
@@ -166,7 +169,7 @@ export function rulesRoutes(deps: AppDeps) {
       version = stored.version
     }
     const result: BacktestResult = await backtest(deps.store, rule, { from, to, step, version })
-    return c.json(result)
+    return c.json({ ...result, ...(await backtestQuality(deps.store, rule, result, { from, to, now: now(), horizon: parsed.data.horizon })) })
   })
 
   return app

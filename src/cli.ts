@@ -6,7 +6,7 @@ import { parseAllDocuments } from 'yaml'
 import { loadConfig } from './config.js'
 import { migrate } from './store/migrate.js'
 import { openStore } from './store/node.js'
-import { printQuality } from './quality/print.js'
+import { printQuality, qualityLine } from './quality/print.js'
 import type { QualityReport } from './quality/quality.js'
 
 const program = new Command('signalbox').description('signalbox command-line interface')
@@ -183,7 +183,7 @@ withApi(rules.command('backtest').argument('<id>', 'the rule id'))
     ].sort((a, b) => a.at.localeCompare(b.at))
     for (const l of lines) console.log(l.line)
     console.log(`${base.moments} moments: ${base.fired.length} fired, ${base.resolved.length} resolved, ${base.open_at_end} open at the end`)
-    printQuality([{ name: id, quality: base.quality, fires: base.fired.length, note: base.quality_unavailable }])
+    if (base.quality) console.log(qualityLine(base.quality))
   })
 
 withApi(rules.command('quality').argument('<id>', 'the rule id'))

@@ -33,3 +33,8 @@ export function formatQuality(columns: Column[]): string {
 export function printQuality(columns: Column[]): void {
   console.log(formatQuality(columns))
 }
+
+/** One line of the headline figures, after a backtest's list of fires. */
+export function qualityLine(q: QualityReport): string {
+  return `quality against ${q.outcome} within ${q.horizon}: precision ${num(q.precision)}${ci(q.precision_ci)} (${q.fired_reached}/${q.counts.fired.decided}, ${q.pending} pending), base rate ${num(q.base_rate)} (${q.counts.not_fired.reached}/${q.counts.not_fired.decided}), lift ${num(q.lift, 2)}`
+}

@@ -1,5 +1,6 @@
 import { ulid } from 'ulid'
 import { chTime } from '../src/time.js'
+import { stringifyJson } from './json.js'
 import type { Message } from './schema.js'
 
 /** A correction made while storing a message, recorded as an ingestion warning. */
@@ -63,14 +64,17 @@ const EVENT_NAME = { page: 'Page Viewed', screen: 'Screen Viewed' } as const
 
 /**
  * Turn a validated message into its events row. `page` and `screen` become the events
- * `Page Viewed` / `Screen Viewed` with their `name` and `category` in the properties.
+ * `Page Viewed` / `Screen Viewed` with their `name` and `category` in the properties. `lossless`:
+ * the message came from a body parsed losslessly, so its JSON is written with every number's digits as sent.
  */
 export function toEventRow(
   msg: Message,
   source: string,
   receivedAt: number,
   batchSentAt?: number,
+  lossless = false,
 ): { row: EventRow; warning?: Warning } {
+  const json = lossless ? (v: unknown) => stringifyJson(v, true) : JSON.stringify
   const original = msg.originalTimestamp ?? msg.timestamp ?? undefined
   const sentAt = msg.sentAt ?? batchSentAt
   const { timestamp, warning } = correctTimestamp(original, sentAt, receivedAt)
@@ -114,9 +118,9 @@ export function toEventRow(
       sent_at: sentAt === undefined ? null : chTime(sentAt),
       received_at: chTime(receivedAt),
       // As `JSON.stringify(x ?? {})`, without serialising an empty object each time.
-      properties: properties == null ? '{}' : JSON.stringify(properties),
-      traits: traits == null ? '{}' : JSON.stringify(traits),
-      context: msg.context == null ? '{}' : JSON.stringify(msg.context),
+      properties: properties == null ? '{}' : json(properties),
+      traits: traits == null ? '{}' : json(traits),
+      context: msg.context == null ? '{}' : json(msg.context),
       previous_id: msg.type === 'alias' ? msg.previousId : '',
     },
     warning,

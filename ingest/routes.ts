@@ -4,11 +4,12 @@ import { ulid } from 'ulid'
 import { basicUsername, sourceOf } from '../src/auth.js'
 import { ApiError, type ErrorDetail, zodDetails } from '../src/errors.js'
 import type { AppDeps, AppEnv } from '../src/env.js'
-import { type EventRow, toEventRow } from './normalize.js'
 import { chTime } from '../src/time.js'
+import { isLosslessNumber, MAX_DEPTH, parseJson, pathDeeperThan, stringifyJson, toWellFormed } from './json.js'
+import { type EventRow, toEventRow } from './normalize.js'
 import { RateLimiter } from './ratelimit.js'
 import { BatchBody, LIMITS, MESSAGE_TYPES, type Message, MessageSchemas, type MessageType, parseTimestamp } from './schema.js'
-import type { IngestErrorRow } from './writer.js'
+import type { IngestErrorRow, StoreRejection } from './writer.js'
 
 export type Rejected = { index: number; path: string; message: string }
 export type BatchResponse = { success: true; accepted: number; rejected: Rejected[] }
@@ -45,14 +46,24 @@ function utf8Length(s: string): number {
   return n
 }
 
+const TOO_DEEP = `nested more than ${MAX_DEPTH} levels deep`
+
+/** How a body was read: whether it was parsed losslessly, and whether anything in it may nest too deep. */
+type BodyInfo = { lossless: boolean; deep: boolean }
+
 /**
- * Validate one message: its size, its type, and the schema of that type. `bytes` is the message's
- * size as sent, when the caller knows it; otherwise its size re-serialised (measured only when
- * the cheap bound says it might be over the limit).
+ * Validate one message: its nesting, its size, its type, and the schema of that type. `bytes` is
+ * the message's size as sent, when the caller knows it; otherwise its size re-serialised
+ * (measured only when the cheap bound says it might be over the limit). `body.deep` says the
+ * body nests deeper than a message may, so this message's depth is checked.
  */
-export function checkMessage(raw: unknown, forcedType?: MessageType, bytes?: number): Checked {
+export function checkMessage(raw: unknown, forcedType?: MessageType, bytes?: number, body: BodyInfo = { lossless: false, deep: true }): Checked {
   if (!isObject(raw)) return { ok: false, details: [{ path: '(message)', message: 'must be a JSON object' }] }
-  const size = bytes ?? (jsonSizeBound(raw, LIMITS.messageBytes) <= LIMITS.messageBytes ? 0 : utf8Length(JSON.stringify(raw)))
+  if (body.deep) {
+    const path = pathDeeperThan(raw, MAX_DEPTH)
+    if (path !== undefined) return { ok: false, details: [{ path, message: TOO_DEEP }] }
+  }
+  const size = bytes ?? (jsonSizeBound(raw, LIMITS.messageBytes) <= LIMITS.messageBytes ? 0 : utf8Length(stringifyJson(raw, body.lossless)))
   if (size > LIMITS.messageBytes) {
     return { ok: false, details: [{ path: '(message)', message: `is ${size} bytes; the limit is ${LIMITS.messageBytes}` }] }
   }
@@ -170,6 +181,35 @@ async function readBody(c: Context<AppEnv>): Promise<Uint8Array> {
 const decoder = new TextDecoder()
 
 /**
+ * A rejected message as kept in ingest_errors_v1 (at most 64 KB of it). One nested too deep is
+ * kept down to the depth limit, its deeper values replaced by a note, so that serialising it
+ * cannot overflow the stack.
+ */
+function payloadOf(raw: unknown, lossless: boolean, tooDeep: boolean): string {
+  const value = tooDeep ? cutBelow(raw, MAX_DEPTH) : raw
+  return stringifyJson(value, lossless).slice(0, LIMITS.messageBytes * 2)
+}
+
+/** A copy of `root` with every object or array below level `limit` replaced by a note; iterative. */
+function cutBelow(root: unknown, limit: number): unknown {
+  const top: { v: unknown } = { v: root }
+  const stack: { holder: Record<string, unknown> | unknown[]; key: string | number; level: number }[] = [{ holder: top, key: 'v', level: 1 }]
+  while (stack.length > 0) {
+    const { holder, key, level } = stack.pop() as (typeof stack)[number]
+    const v = (holder as Record<string | number, unknown>)[key]
+    if (typeof v !== 'object' || v === null || isLosslessNumber(v)) continue
+    if (level > limit) {
+      ;(holder as Record<string | number, unknown>)[key] = `(nested more than ${limit} levels deep: not kept)`
+      continue
+    }
+    const copy: Record<string, unknown> | unknown[] = Array.isArray(v) ? [...v] : { ...v }
+    ;(holder as Record<string | number, unknown>)[key] = copy
+    for (const k of Object.keys(copy)) stack.push({ holder: copy, key: Array.isArray(copy) ? Number(k) : k, level: level + 1 })
+  }
+  return top.v
+}
+
+/**
  * The Segment tracking API. Order of checks: size (413), JSON (400), write key (401), rate (429),
  * then each message. A 2xx is sent only once the sink has stored every accepted message; a sink
  * failure is a 503, never a 2xx, and never a 3xx (Segment's libraries count a 3xx as delivered).
@@ -179,7 +219,7 @@ export function ingestRoutes(deps: AppDeps) {
   const now = deps.now ?? Date.now
   const limiter = new RateLimiter(deps.config.RATE_LIMIT_PER_SECOND, deps.config.RATE_LIMIT_BURST, now)
 
-  const errorRow = (c: Context<AppEnv>, level: IngestErrorRow['level'], index: number, d: ErrorDetail, raw: unknown, receivedAt: number): IngestErrorRow => ({
+  const errorRow = (c: Context<AppEnv>, level: IngestErrorRow['level'], index: number, d: ErrorDetail, raw: unknown, receivedAt: number, lossless = false): IngestErrorRow => ({
     id: `ierr_${ulid()}`,
     received_at: chTime(receivedAt),
     source: c.get('source').source,
@@ -190,15 +230,23 @@ export function ingestRoutes(deps: AppDeps) {
     path: d.path,
     message: d.message,
     // The message as sent, without its write key (analytics.js repeats it in every message).
-    payload: JSON.stringify(isObject(raw) && 'writeKey' in raw ? { ...raw, writeKey: undefined } : (raw ?? null)).slice(0, LIMITS.messageBytes * 2),
+    payload: payloadOf(isObject(raw) && 'writeKey' in raw ? { ...raw, writeKey: undefined } : (raw ?? null), lossless, d.message === TOO_DEEP),
   })
 
-  /** Parse the body, authenticate the write key and apply the rate limit. */
-  async function open(c: Context<AppEnv>): Promise<{ body: Record<string, unknown>; bytes: Uint8Array }> {
+  /**
+   * Parse the body, authenticate the write key and apply the rate limit. Strings are normalised
+   * here, at the boundary: a lone UTF-16 surrogate (only a `\uD800`-style escape can carry one)
+   * becomes U+FFFD, as the WHATWG encoders write it, so that no id, key or value can be refused
+   * by the store later. Numbers a double would change are kept as sent (see `parseJson`).
+   */
+  async function open(c: Context<AppEnv>, levels: number): Promise<{ body: Record<string, unknown>; bytes: Uint8Array; info: BodyInfo }> {
     const bytes = await readBody(c)
     let body: unknown
+    let info: BodyInfo
     try {
-      body = JSON.parse(decoder.decode(bytes))
+      const parsed = parseJson(decoder.decode(bytes))
+      body = parsed.inspection.loneSurrogate ? toWellFormed(parsed.value) : parsed.value
+      info = { lossless: parsed.lossless, deep: parsed.inspection.depth > MAX_DEPTH + levels }
     } catch {
       throw BAD_JSON
     }
@@ -220,7 +268,7 @@ export function ingestRoutes(deps: AppDeps) {
         headers: { 'Retry-After': String(wait) },
       })
     }
-    return { body, bytes }
+    return { body, bytes, info }
   }
 
   // Scoped to the tracking routes, not `/v1/*`: the management API under /v1 has its own rules.
@@ -232,18 +280,25 @@ export function ingestRoutes(deps: AppDeps) {
 
   for (const type of MESSAGE_TYPES) {
     app.on(['POST', 'OPTIONS'], [`/${type}`, `/${SHORT_PATH[type]}`], ...guard, async (c) => {
-      const { body, bytes } = await open(c)
+      const { body, bytes, info } = await open(c, 0)
       const receivedAt = now()
-      // The body is the message (with perhaps its writeKey): its size as sent.
-      const checked = checkMessage(body, type, bytes.length)
-      if (!checked.ok) {
-        await deps.sink
-          .write({ events: [], errors: checked.details.map((d) => errorRow(c, 'error', 0, d, body, receivedAt)) })
+      const record = (details: ErrorDetail[]) =>
+        deps.sink
+          .write({ events: [], errors: details.map((d) => errorRow(c, 'error', 0, d, body, receivedAt, info.lossless)) })
           .catch((err) => c.get('logger').warn({ err }, 'could not record a rejected message'))
+      // The body is the message (with perhaps its writeKey): its size as sent.
+      const checked = checkMessage(body, type, bytes.length, info)
+      if (!checked.ok) {
+        await record(checked.details)
         throw new ApiError({ code: 'BAD_REQUEST', message: `invalid ${type} message`, details: checked.details })
       }
-      const { row, warning } = toEventRow(checked.message, c.get('source').source, receivedAt)
-      await deps.sink.write({ events: [row], errors: warning ? [errorRow(c, 'warning', 0, warning, body, receivedAt)] : [] })
+      const { row, warning } = toEventRow(checked.message, c.get('source').source, receivedAt, undefined, info.lossless)
+      const { rejected } = await deps.sink.write({ events: [row], errors: warning ? [errorRow(c, 'warning', 0, warning, body, receivedAt, info.lossless)] : [] })
+      if (rejected.length > 0) {
+        const details = rejected.map((r) => ({ path: '(message)', message: r.message }))
+        await record(details)
+        throw new ApiError({ code: 'BAD_REQUEST', message: `the store refused this ${type} message`, details })
+      }
       return c.json({ success: true })
     })
   }
@@ -251,9 +306,10 @@ export function ingestRoutes(deps: AppDeps) {
   /**
    * Validate a batch and turn its messages into rows. Apart from the handler, so that the parsed
    * body is garbage once this returns, instead of living (and being copied by every young-gen
-   * collection) while the handler waits for the store.
+   * collection) while the handler waits for the store. A messageId repeated within the batch is
+   * kept once (its first occurrence), as the store would keep it.
    */
-  function batchRows(c: Context<AppEnv>, { body, bytes }: { body: Record<string, unknown>; bytes: Uint8Array }, receivedAt: number) {
+  function batchRows(c: Context<AppEnv>, { body, bytes, info }: { body: Record<string, unknown>; bytes: Uint8Array; info: BodyInfo }, receivedAt: number) {
     const envelope = BatchBody.safeParse(body)
     if (!envelope.success) {
       throw new ApiError({ code: 'BAD_REQUEST', message: 'invalid batch', details: zodDetails(envelope.error) })
@@ -262,36 +318,65 @@ export function ingestRoutes(deps: AppDeps) {
     if (batch.length > LIMITS.batchMessages) {
       throw new ApiError({ code: 'PAYLOAD_TOO_LARGE', message: `the batch has ${batch.length} messages; the limit is ${LIMITS.batchMessages}` })
     }
+    // The batch's context becomes each message's (level 2 of a message).
+    const deepContext = info.deep && context ? pathDeeperThan(context, MAX_DEPTH - 1) : undefined
+    if (deepContext !== undefined) {
+      throw new ApiError({ code: 'BAD_REQUEST', message: 'invalid batch', details: [{ path: `context.${deepContext}`, message: TOO_DEEP }] })
+    }
     // No message can be over the limit when the whole body is under it.
     const small = bytes.length <= LIMITS.messageBytes ? bytes.length : undefined
     const source = c.get('source').source
     const events: EventRow[] = []
+    /** The batch index of each of `events`, and each message as sent (for a rejection found by the store). */
+    const indexes: number[] = []
+    const raws: unknown[] = []
     const errors: IngestErrorRow[] = []
     const rejected: Rejected[] = []
+    const seen = new Set<string>()
     for (let index = 0; index < batch.length; index++) {
       const raw = batch[index]
-      const checked = checkMessage(raw, undefined, small)
+      const checked = checkMessage(raw, undefined, small, info)
       if (!checked.ok) {
         for (const d of checked.details) {
           rejected.push({ index, ...d })
-          errors.push(errorRow(c, 'error', index, d, raw, receivedAt))
+          errors.push(errorRow(c, 'error', index, d, raw, receivedAt, info.lossless))
         }
         continue
       }
+      const id = checked.message.messageId
+      if (id !== undefined) {
+        if (seen.has(id)) continue
+        seen.add(id)
+      }
       // Segment merges the batch's context into each message's own (the message's keys win).
       if (context) checked.message.context = { ...context, ...checked.message.context }
-      const { row, warning } = toEventRow(checked.message, source, receivedAt, sentAt ?? undefined)
+      const { row, warning } = toEventRow(checked.message, source, receivedAt, sentAt ?? undefined, info.lossless)
       events.push(row)
-      if (warning) errors.push(errorRow(c, 'warning', index, warning, raw, receivedAt))
+      indexes.push(index)
+      raws.push(raw)
+      if (warning) errors.push(errorRow(c, 'warning', index, warning, raw, receivedAt, info.lossless))
     }
-    return { events, errors, rejected }
+    /** The messages the store refused on their own: listed, and recorded as ingestion errors. */
+    const refused = (list: StoreRejection[]) => {
+      const more: Rejected[] = list.map((r) => ({ index: indexes[r.event] as number, path: '(message)', message: r.message }))
+      const rows = list.map((r, i) => errorRow(c, 'error', more[i]?.index as number, more[i] as Rejected, raws[r.event], receivedAt, info.lossless))
+      return { more, rows }
+    }
+    return { events, errors, rejected, refused }
   }
 
   app.on(['POST', 'OPTIONS'], ['/batch', '/b'], ...guard, async (c) => {
-    const { events, errors, rejected } = batchRows(c, await open(c), now())
-    const accepted = events.length
-    c.get('logger').debug({ accepted, rejected: rejected.length }, 'batch validated; waiting for the store')
-    await deps.sink.write({ events, errors })
+    const { events, errors, rejected, refused } = batchRows(c, await open(c, 2), now())
+    c.get('logger').debug({ accepted: events.length, rejected: rejected.length }, 'batch validated; waiting for the store')
+    const stored = await deps.sink.write({ events, errors })
+    let accepted = events.length
+    if (stored.rejected.length > 0) {
+      const { more, rows } = refused(stored.rejected)
+      accepted -= more.length
+      rejected.push(...more)
+      rejected.sort((a, b) => a.index - b.index)
+      await deps.sink.write({ events: [], errors: rows }).catch((err) => c.get('logger').warn({ err }, 'could not record messages the store refused'))
+    }
     return c.json({ success: true, accepted, rejected } satisfies BatchResponse)
   })
 

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { LosslessNumber } from './json.js'
 
 /** Segment's limits, as its own libraries expect them. */
 export const LIMITS = {
@@ -10,8 +11,11 @@ export const LIMITS = {
 export const MESSAGE_TYPES = ['track', 'identify', 'group', 'page', 'screen', 'alias'] as const
 export type MessageType = (typeof MESSAGE_TYPES)[number]
 
-/** Ids may be sent as numbers by some libraries; they are stored as text. */
-const id = z.union([z.string().min(1, 'must not be empty').max(1024), z.number().transform(String)])
+/**
+ * Ids may be sent as numbers by some libraries; they are stored as text, with every digit as sent
+ * (an id beyond 2^53 arrives as a `LosslessNumber`, see ingest/json.ts).
+ */
+const id = z.union([z.string().min(1, 'must not be empty').max(1024), z.number().transform(String), z.instanceof(LosslessNumber).transform(String)])
 
 /**
  * An ISO-8601 date or date-time (`T` or space, seconds and fraction optional, `Z`, `±HH:MM`,

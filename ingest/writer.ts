@@ -1,8 +1,9 @@
 import type { Logger } from 'pino'
 import { StoreUnavailableError } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
-import { EVENT_COLUMNS, type EventRow, eventsTsv } from './normalize.js'
 import { chTime, msFromCh } from '../src/time.js'
+import { parseJson, stringifyJson } from './json.js'
+import { EVENT_COLUMNS, type EventRow, eventsTsv } from './normalize.js'
 
 export type IngestErrorRow = {
   id: string
@@ -19,21 +20,32 @@ export type IngestErrorRow = {
 
 export type WriteBatch = { events: EventRow[]; errors: IngestErrorRow[] }
 
+/** A message the store refused on its own (found by splitting its block): its index in the write's `events`, and why. */
+export type StoreRejection = { event: number; message: string }
+/** What became of a write's events: all stored, but those listed. */
+export type WriteResult = { rejected: StoreRejection[] }
+const ALL_STORED: WriteResult = Object.freeze({ rejected: Object.freeze([]) as unknown as StoreRejection[] })
+
 /**
  * Where accepted messages go. Resolving means durably stored: on Node, in ClickHouse; on the
  * edge, in a Cloudflare Queue. Rejecting means nothing may be acknowledged (the client retries).
  */
 export interface EventSink {
-  write(batch: WriteBatch): Promise<void>
+  write(batch: WriteBatch): Promise<WriteResult>
+  /** When blocks were last stored and last failed, where the sink writes to the store itself (readiness). */
+  readonly health?: WriteHealth
   close(): Promise<void>
 }
 
 type Pending = WriteBatch & {
   /** The events encoded by `eventsTsv`, outside the JS heap: what the block inserts when none of them is a duplicate. */
   text: Buffer
-  resolve: () => void
+  resolve: (result: WriteResult) => void
   reject: (err: unknown) => void
 }
+
+/** A block's outcome: the events newly stored, and the messages refused on their own (by dedup key) if it had to be split. */
+type Flushed = { stored: EventRow[]; rejected?: Map<string, string> }
 
 const LOOKUP_CHUNK = 10_000
 /** A forming block is written at most this many `flushMs` after it began, however busy. */
@@ -69,6 +81,8 @@ export class GroupCommitWriter implements EventSink {
   #closed = false
   #idle: (() => void)[] = []
   #seen: SeenCache | undefined
+  /** When blocks were last stored and last failed (readiness reads it). */
+  readonly health = new WriteHealth()
 
   constructor(
     private readonly store: Store,
@@ -78,7 +92,7 @@ export class GroupCommitWriter implements EventSink {
       /** Called after each flush with the events newly stored (e.g. to re-evaluate touched subjects). */
       onStored?: (events: EventRow[]) => void
       /** Each flush is logged at debug level (rows, new events, milliseconds); hook failures at error. */
-      logger?: Pick<Logger, 'debug' | 'error'>
+      logger?: Pick<Logger, 'debug' | 'warn' | 'error'>
       /**
        * Rows allowed to wait (default 10 × maxRows). Beyond it the store is not keeping up: new
        * writes fail at once (503, the client retries later) instead of piling up in memory.
@@ -90,20 +104,22 @@ export class GroupCommitWriter implements EventSink {
        * those tables are only appended to while the writer lives (no TRUNCATE behind its back).
        */
       seenCacheEntries?: number
+      /** The clock of `health` (epoch ms). */
+      now?: () => number
     },
   ) {
     const entries = opts.seenCacheEntries ?? 0
     if (entries > 0) this.#seen = new SeenCache(entries)
   }
 
-  write(batch: WriteBatch): Promise<void> {
+  write(batch: WriteBatch): Promise<WriteResult> {
     if (this.#closed) return Promise.reject(new StoreUnavailableError('the service is shutting down'))
-    if (batch.events.length === 0 && batch.errors.length === 0) return Promise.resolve()
+    if (batch.events.length === 0 && batch.errors.length === 0) return Promise.resolve(ALL_STORED)
     const limit = this.opts.maxPendingRows ?? this.opts.maxRows * 10
     if (this.#pendingRows > 0 && this.#pendingRows + batch.events.length + batch.errors.length > limit) {
       return Promise.reject(new StoreUnavailableError(`the store is not keeping up: ${this.#pendingRows} rows are waiting to be written`))
     }
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<WriteResult>((resolve, reject) => {
       // Encoded now: the text's pieces die young, and its bytes live off the heap (not copied by
       // every young-generation collection while the block forms and is stored).
       this.#pending.push({ ...batch, text: Buffer.from(eventsTsv(batch.events)), resolve, reject })
@@ -149,8 +165,9 @@ export class GroupCommitWriter implements EventSink {
     this.#inFlight++
     const started = performance.now()
     void this.#flush(items).then(
-      (stored) => {
-        for (const i of items) i.resolve()
+      ({ stored, rejected }) => {
+        for (const i of items) i.resolve(rejected?.size ? rejectionsOf(i.events, rejected) : ALL_STORED)
+        this.health.stored((this.opts.now ?? Date.now)())
         this.opts.logger?.debug({ requests: items.length, rows, stored: stored.length, ms: Math.round(performance.now() - started) }, 'flushed')
         // A listener's failure (thrown or rejected) must not touch requests already acknowledged,
         // nor crash the process.
@@ -163,6 +180,7 @@ export class GroupCommitWriter implements EventSink {
       },
       (err) => {
         const failure = new StoreUnavailableError(err)
+        this.health.failed((this.opts.now ?? Date.now)(), failure.message)
         for (const i of items) i.reject(failure)
       },
     ).finally(() => {
@@ -187,37 +205,55 @@ export class GroupCommitWriter implements EventSink {
    * Two flushes overlap: this block's dedup lookup and derived rows are written while the
    * previous block's events insert runs. Events inserts stay in order. Messages the previous
    * block is storing are held back ("deferred"); if that block fails, they are looked up again
-   * once it has ended and stored here, so no message is stored twice or lost.
+   * once it has ended and stored here, so no message is stored twice or lost. If a stage fails
+   * for a reason tied to the block's rows (the store refused their data), the block is stored
+   * again in halves once the previous block has ended (`storeSplit`), so a message the store
+   * refuses fails only itself.
    */
-  async #flush(items: Pending[]): Promise<EventRow[]> {
-    let prepared: Prepared
-    let text: Buffer | string
+  async #flush(items: Pending[]): Promise<Flushed> {
+    const events = items.flatMap((i) => i.events)
+    let prepared: Prepared | undefined
+    let text: Buffer | string = ''
+    let refused: unknown
     try {
-      const events = items.flatMap((i) => i.events)
       prepared = await prepareBlock(this.store, { events, errors: items.flatMap((i) => i.errors) }, {}, this.#tailKeys, this.#seen)
       // Every event is new (the usual case): the block's text is its requests' texts, in order.
       text = prepared.fresh.length === events.length ? Buffer.concat(items.map((i) => i.text)) : eventsTsv(prepared.fresh)
+    } catch (err) {
+      if (!isRowFault(err)) throw err
+      refused = err
     } finally {
       this.#preparing = false
     }
     const previous = this.#tail
     const keys = new Set<string>()
-    for (const e of prepared.fresh) keys.add(dedupKey(e))
-    for (const e of prepared.deferred) keys.add(dedupKey(e))
-    const commit = (async () => {
+    for (const e of prepared ? prepared.fresh.concat(prepared.deferred) : events) keys.add(dedupKey(e))
+    const commit = (async (): Promise<Flushed> => {
       const previousStored = await previous
-      let events = prepared.fresh
-      if (!previousStored && prepared.deferred.length > 0) {
-        const back = await dropStored(this.store, prepared.deferred)
-        await insertDerived(this.store, deriveRows(back)) // not via the cache: rare, and always exact
-        events = events.concat(back)
-        text = Buffer.concat([Buffer.from(text), Buffer.from(eventsTsv(back))])
+      if (prepared) {
+        try {
+          let stored = prepared.fresh
+          if (!previousStored && prepared.deferred.length > 0) {
+            const back = await dropStored(this.store, prepared.deferred)
+            await insertDerived(this.store, deriveRows(back)) // not via the cache: rare, and always exact
+            stored = stored.concat(back)
+            text = Buffer.concat([Buffer.from(text), Buffer.from(eventsTsv(back))])
+          }
+          await insertEvents(this.store, text)
+          return { stored }
+        } catch (err) {
+          if (!isRowFault(err)) throw err
+          refused = err
+        }
       }
-      await insertEvents(this.store, text)
-      return events
+      this.opts.logger?.warn({ err: refused, rows: events.length }, 'the store refused a row of a block; storing the block in parts')
+      const split = await storeSplit(this.store, events, (rows) => insertEvents(this.store, eventsTsv(rows)))
+      // The error rows went with the derived rows, unless that stage is the one that failed.
+      if (!prepared) await insertErrorRows(this.store, items.flatMap((i) => i.errors), undefined, this.opts.logger)
+      return split
     })()
     this.#tail = commit.then(
-      () => true,
+      (r) => !r.rejected?.size,
       () => false,
     )
     this.#tailKeys = keys
@@ -227,6 +263,133 @@ export class GroupCommitWriter implements EventSink {
     // The next block may prepare while this one's events are inserted.
     this.#next()
     return commit
+  }
+}
+
+/** A write's rejections: each of its events whose message (by dedup key) the store refused. */
+function rejectionsOf(events: readonly EventRow[], refused: Map<string, string>): WriteResult {
+  const rejected: StoreRejection[] = []
+  events.forEach((e, event) => {
+    const message = refused.get(dedupKey(e))
+    if (message !== undefined) rejected.push({ event, message })
+  })
+  return { rejected }
+}
+
+/**
+ * ClickHouse error codes that are about the data of an insert or a bound parameter, not about the
+ * server: cannot parse (text, escape sequence, quoted string, number, date, date-time, input),
+ * incorrect data, type mismatch, value out of range, string too large, bad query parameter.
+ * A constraint violation (469) is not among them: signalbox declares none, so one is the
+ * operator's, and refusing rows for it must not throw them away.
+ */
+const DATA_ERROR_CODES = new Set([6, 25, 26, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 407, 457])
+
+/** The ClickHouse error code of a failure, from the client's error or the engine's message ("Code: 27. DB::Exception"). */
+function clickhouseCode(err: unknown): number | undefined {
+  if (!(err instanceof Error)) return undefined
+  const code = (err as { code?: unknown }).code
+  if (typeof code === 'string' && /^\d+$/.test(code)) return Number(code)
+  const m = /\bCode: (\d+)\./.exec(err.message)
+  return m ? Number(m[1]) : undefined
+}
+
+/**
+ * Whether a failed insert failed because of the rows it carried (ClickHouse refused their data,
+ * or encoding them threw), as opposed to a store that is down or full. Only the first kind is
+ * worth splitting the block for; the second is a 503 for everyone.
+ */
+export function isRowFault(err: unknown): boolean {
+  if (err instanceof SyntaxError || err instanceof RangeError || err instanceof URIError) return true
+  const code = clickhouseCode(err)
+  return code !== undefined && DATA_ERROR_CODES.has(code)
+}
+
+const firstLine = (err: unknown) => (err instanceof Error ? err.message : String(err)).split('\n')[0]?.slice(0, 300) ?? ''
+
+/**
+ * Store a block whose insert failed for a reason tied to its rows: each half is stored with the
+ * whole step on its own (dedup lookup, derived rows, events), and a half that fails is split
+ * again, down to single messages; a message that fails alone is refused. A failure of any other
+ * kind (the store is down) ends it with that error: the caller answers 503, and whatever was
+ * stored already is dropped as a duplicate when the client resends. Derived rows are idempotent,
+ * so writing them again for the halves is harmless; a refused message may leave derived rows
+ * (a users row, say) written by the failed attempt.
+ */
+async function storeSplit(
+  store: Store,
+  events: EventRow[],
+  insertEventRows: (rows: EventRow[]) => Promise<void>,
+  opts: StoreBlockOptions = {},
+): Promise<Required<Flushed>> {
+  const out = { stored: [] as EventRow[], rejected: new Map<string, string>() }
+  const first = new Map<string, EventRow>()
+  for (const e of events) if (!first.has(dedupKey(e))) first.set(dedupKey(e), e)
+  const attempt = async (rows: EventRow[]): Promise<void> => {
+    try {
+      const fresh = await dropStored(store, rows, opts)
+      await insertDerived(store, deriveRows(fresh), [], opts.settings)
+      if (fresh.length > 0) await insertEventRows(fresh)
+      out.stored.push(...fresh)
+    } catch (err) {
+      if (!isRowFault(err)) throw err
+      if (rows.length === 1) {
+        out.rejected.set(dedupKey(rows[0] as EventRow), `the store refused this message: ${firstLine(err)}`)
+        return
+      }
+      const half = Math.ceil(rows.length / 2)
+      await attempt(rows.slice(0, half))
+      await attempt(rows.slice(half))
+    }
+  }
+  await attempt([...first.values()])
+  return out
+}
+
+/**
+ * Insert ingestion-error rows, splitting them as `storeSplit` does when the store refuses one: a
+ * row refused alone is tried once more without its payload, and logged if even that is refused.
+ */
+export async function insertErrorRows(store: Store, rows: IngestErrorRow[], settings?: InsertSettings, logger?: Pick<Logger, 'error'>): Promise<void> {
+  const insert = (part: IngestErrorRow[]) => store.insert('ingest_errors_v1', part, part.length ? settings?.('ingest_errors_v1', part) : undefined)
+  const attempt = async (part: IngestErrorRow[]): Promise<void> => {
+    try {
+      await insert(part)
+    } catch (err) {
+      if (!isRowFault(err)) throw err
+      if (part.length > 1) {
+        const half = Math.ceil(part.length / 2)
+        await attempt(part.slice(0, half))
+        await attempt(part.slice(half))
+        return
+      }
+      const row = part[0] as IngestErrorRow
+      try {
+        await insert([{ ...row, payload: JSON.stringify(`(not kept: ${firstLine(err)})`) }])
+      } catch (again) {
+        if (!isRowFault(again)) throw again
+        logger?.error({ err: again, id: row.id, message_id: row.message_id }, 'an ingestion error row could not be stored')
+      }
+    }
+  }
+  if (rows.length > 0) await attempt(rows)
+}
+
+/** When the store last took a block and last failed one, for readiness (`/ready`). */
+export class WriteHealth {
+  lastStoredAt: number | undefined
+  lastFailedAt: number | undefined
+  lastError: string | undefined
+  stored(at: number) {
+    this.lastStoredAt = at
+  }
+  failed(at: number, error: string) {
+    this.lastFailedAt = at
+    this.lastError = error
+  }
+  /** Failing now: the last block failed, and none was stored since. */
+  get failing() {
+    return this.lastFailedAt !== undefined && (this.lastStoredAt === undefined || this.lastStoredAt < this.lastFailedAt)
   }
 }
 
@@ -294,7 +457,7 @@ function uncovered<R extends Span>(seen: SeenCache, kind: SeenKind, rows: R[], k
 /** Insert events rows encoded by `eventsTsv`. */
 export const insertEvents = (store: Store, text: string | Uint8Array) => store.insertRaw('events_v1', text, { format: 'TabSeparated', columns: EVENT_COLUMNS })
 
-const dedupKey = (e: EventRow) => `${e.source}\u0000${e.message_id}`
+export const dedupKey = (e: EventRow) => `${e.source}\u0000${e.message_id}`
 
 async function insertDerived(store: Store, derived: ReturnType<typeof deriveRows>, errors: IngestErrorRow[] = [], settings?: InsertSettings) {
   const insert = (table: string, rows: readonly object[]) => store.insert(table, rows, rows.length ? settings?.(table, rows) : undefined)
@@ -356,12 +519,23 @@ export type StoreBlockOptions = {
  * Store one block of accepted messages: drop those already stored, then write the derived rows
  * and the events. Shared by the Node group-commit writer and the Workers queue consumer; exact
  * when one writer runs at a time (the single flush on Node, `max_concurrency = 1` on the queue).
- * Returns the events newly stored.
+ * Returns the events newly stored, and the messages the store refused on their own (by dedup key;
+ * see `storeSplit`).
  */
-export async function storeBlock(store: Store, batch: WriteBatch, opts: StoreBlockOptions = {}): Promise<EventRow[]> {
-  const { fresh } = await prepareBlock(store, batch, opts)
-  await store.insert('events_v1', fresh, fresh.length ? opts.settings?.('events_v1', fresh) : undefined)
-  return fresh
+export async function storeBlock(store: Store, batch: WriteBatch, opts: StoreBlockOptions = {}): Promise<Required<Flushed>> {
+  const insertEventRows = (rows: EventRow[]) => store.insert('events_v1', rows, rows.length ? opts.settings?.('events_v1', rows) : undefined)
+  let prepared = false
+  try {
+    const { fresh } = await prepareBlock(store, batch, opts)
+    prepared = true
+    await insertEventRows(fresh)
+    return { stored: fresh, rejected: new Map() }
+  } catch (err) {
+    if (!isRowFault(err)) throw err
+    const split = await storeSplit(store, batch.events, insertEventRows, opts)
+    if (!prepared) await insertErrorRows(store, batch.errors, opts.settings)
+    return split
+  }
 }
 
 /** Drop messages repeated within the block or already stored for their source. */
@@ -418,6 +592,13 @@ type AccountRow = Span & { account_id: string }
 type MembershipRow = Span & { account_id: string; user_id: string }
 type IdentityRow = { previous_id: string; user_id: string; via: string; first_seen: string }
 
+/** Each trait of a stored traits text with its value as JSON text, numbers kept as sent. */
+function traitsOf(text: string): [string, string][] {
+  if (text === '{}') return []
+  const { value, lossless } = parseJson(text)
+  return Object.entries(value as Record<string, unknown>).map(([key, v]) => [key, stringifyJson(v ?? null, lossless)])
+}
+
 /** Widen a row's first/last seen to include `ts` (DateTime64 texts of one width compare as times). */
 function widen(row: Span, ts: string) {
   if (ts < row.first_seen) row.first_seen = ts
@@ -464,13 +645,13 @@ export function deriveRows(events: EventRow[]) {
     if (e.type === 'alias' && e.previous_id && e.previous_id !== user_id) link(e.previous_id, user_id, 'alias', ts)
     if (user_id && e.anonymous_id) link(e.anonymous_id, user_id, 'anonymous', ts)
     if (e.type === 'identify' && user_id) {
-      for (const [key, value] of Object.entries(JSON.parse(e.traits) as Record<string, unknown>)) {
-        userTraits.push({ user_id, key, value: JSON.stringify(value ?? null), timestamp: ts, source: e.source, message_id: e.message_id })
+      for (const [key, value] of traitsOf(e.traits)) {
+        userTraits.push({ user_id, key, value, timestamp: ts, source: e.source, message_id: e.message_id })
       }
     }
     if (e.type === 'group') {
-      for (const [key, value] of Object.entries(JSON.parse(e.traits) as Record<string, unknown>)) {
-        accountTraits.push({ account_id, key, value: JSON.stringify(value ?? null), timestamp: ts, source: e.source, message_id: e.message_id })
+      for (const [key, value] of traitsOf(e.traits)) {
+        accountTraits.push({ account_id, key, value, timestamp: ts, source: e.source, message_id: e.message_id })
       }
     }
   }

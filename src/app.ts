@@ -4,6 +4,7 @@ import { ingestRoutes } from '../ingest/routes.js'
 import { ApiError, handleError } from './errors.js'
 import type { AppDeps, AppEnv } from './env.js'
 import { requestLogger } from './middleware.js'
+import { Readiness } from './readiness.js'
 import { openApiRoutes } from './routes/openapi.js'
 import { statsRoutes } from './routes/stats.js'
 import { streamRoutes } from './routes/stream.js'
@@ -20,13 +21,18 @@ export function createApp(deps: AppDeps) {
     throw new ApiError({ code: 'NOT_FOUND', message: `no route ${c.req.method} ${c.req.path}` })
   })
 
-  app.get('/health', async (c) => {
-    try {
-      await deps.store.ping()
-    } catch (err) {
-      return c.json({ status: 'unavailable', store: deps.store.kind, error: String(err) }, 503)
-    }
-    return c.json({ status: 'ok', store: deps.store.kind })
+  // Liveness: the process serves requests. Whether it can take writes is /ready's question.
+  app.get('/health', (c) => c.json({ status: 'ok', store: deps.store.kind }))
+  const readiness = new Readiness({
+    store: deps.store,
+    writes: deps.sink.health,
+    outbox: deps.delivery ? () => deps.delivery?.dispatcher.scanHealth ?? {} : undefined,
+    intervalMs: deps.config.READY_INTERVAL_MS,
+    now: deps.now ?? Date.now,
+  })
+  app.get('/ready', async (c) => {
+    const { ready, checks } = await readiness.check()
+    return c.json({ status: ready ? 'ready' : 'unavailable', store: deps.store.kind, checks }, ready ? 200 : 503)
   })
   app.route('/', openApiRoutes())
   app.route('/v1', ingestRoutes(deps))

@@ -63,6 +63,11 @@ export const EnvSchema = z.object({
     .string()
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a plain identifier (the cluster name in remote_servers)')
     .optional(),
+  /**
+   * Readiness (`GET /ready`): the store must have accepted a write within this long (a stored
+   * block, or else a probe row written by the check itself) and the outbox must be draining.
+   */
+  READY_INTERVAL_MS: int(100, 3_600_000).default(10_000),
   /** Workers: the first retry of a failed ingestion batch waits this long, doubling per attempt (≤ 12 h). */
   QUEUE_RETRY_BASE_SECONDS: int(0, 43_200).default(30),
   /** Public base URL of this service, for links in Slack messages (default: the address it listens on). */

@@ -1,9 +1,11 @@
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import { serve } from '@hono/node-server'
 import { GroupCommitWriter } from '../ingest/writer.js'
 import { applyDefaultPack } from '../rules/store.js'
 import { applyDefaultOutcomes } from './quality/outcome-store.js'
 import { createApp } from './app.js'
+import { ApiError, errorBody } from './errors.js'
 import { loadConfig } from './config.js'
 import { type Credentials, resolveCredentials } from './credentials.js'
 import { Delivery } from './delivery/index.js'
@@ -35,10 +37,17 @@ export type RunningServer = {
  * Start signalbox on Node: validate the config, open the store (failing loudly if it cannot),
  * apply migrations, resolve credentials, and serve the app.
  */
-export async function startServer(env: Record<string, string | undefined>): Promise<RunningServer> {
+export async function startServer(
+  env: Record<string, string | undefined>,
+  opts: {
+    /** Wraps the opened store before anything uses it (tests and `npm run chaos` inject faults through it). */
+    wrapStore?: (store: Store) => Store
+  } = {},
+): Promise<RunningServer> {
   const config = loadConfig(env)
   const logger = createLogger(config)
-  const store = await openStore(config)
+  const opened = await openStore(config)
+  const store = opts.wrapStore ? opts.wrapStore(opened) : opened
   const applied = await migrate(store, undefined, { cluster: config.CLICKHOUSE_CLUSTER })
   if (applied.length) logger.info({ applied }, 'migrations applied')
   const credentials = resolveCredentials(config)
@@ -71,6 +80,7 @@ export async function startServer(env: Record<string, string | undefined>): Prom
   const ready = new Promise<void>((resolve) => (markStarted = resolve))
   const fetch: typeof app.fetch = (req, env, ctx) => (started ? app.fetch(req, env, ctx) : ready.then(() => app.fetch(req, env, ctx)))
   const server = serve({ fetch, port: config.PORT, hostname: config.HOST })
+  server.on('clientError', answerClientError)
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve)
     server.once('error', reject)
@@ -115,6 +125,27 @@ export async function startServer(env: Record<string, string | undefined>): Prom
       return closing
     },
   }
+}
+
+/**
+ * A request Node's HTTP parser cannot read (a body shorter than its Content-Length, broken
+ * framing) is answered with the API's `{error}` body instead of Node's bare 400, so clients see
+ * what went wrong in the same shape as every other error.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex) {
+  if (err.code === 'ECONNRESET' || !socket.writable) return socket.destroy()
+  const [status, text] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout']
+        : [400, 'Bad Request']
+  const message =
+    err.code === 'HPE_INVALID_EOF_STATE'
+      ? 'the request body ended before the length its Content-Length header announced'
+      : `the request could not be read as HTTP (${err.code ?? err.message})`
+  const body = JSON.stringify(errorBody(new ApiError({ code: 'BAD_REQUEST', message })))
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
 }
 
 /**

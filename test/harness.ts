@@ -15,7 +15,7 @@ export function tempDir(prefix = 'signalbox-test-') {
  * Start a real server (embedded chDB, real HTTP port) for one test file. chDB allows one data path
  * per process, so a file keeps its DATA_DIR for its whole life; `restart` reopens the same path.
  */
-export async function startTestServer(env: Record<string, string> = {}) {
+export async function startTestServer(env: Record<string, string> = {}, opts: Parameters<typeof startServer>[1] = {}) {
   const dataDir = env.DATA_DIR ?? tempDir()
   const fullEnv = {
     DATA_DIR: dataDir,
@@ -26,7 +26,7 @@ export async function startTestServer(env: Record<string, string> = {}) {
     WRITE_KEYS: `${WRITE_KEY}:web,${APP_KEY}:app`,
     ...env,
   }
-  let server: RunningServer = await startServer(fullEnv)
+  let server: RunningServer = await startServer(fullEnv, opts)
   const harness = {
     dataDir,
     get url() {
@@ -59,7 +59,7 @@ export async function startTestServer(env: Record<string, string> = {}) {
     },
     async restart(extra: Record<string, string> = {}) {
       await server.close()
-      server = await startServer({ ...fullEnv, ...extra })
+      server = await startServer({ ...fullEnv, ...extra }, opts)
     },
     async stop(opts: { keepData?: boolean } = {}) {
       await server.close()

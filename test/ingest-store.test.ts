@@ -112,12 +112,12 @@ describe('deduplication by messageId, per source', () => {
     expect(await count("SELECT count() AS n FROM events_v1 WHERE user_id = 'dedup-user'")).toBe(5)
   })
 
-  it('a messageId repeated inside one batch is stored once (the first occurrence)', async () => {
+  it('a messageId repeated inside one batch is stored once (the first occurrence) and counted once', async () => {
     const id = uid('repeat')
     const res = await sb.post('/v1/batch', {
       batch: [trackMsg(id, { event: 'First' }), trackMsg(uid('other')), trackMsg(id, { event: 'Second' })],
     })
-    expect(await res.json()).toMatchObject({ accepted: 3 })
+    expect(await res.json()).toMatchObject({ accepted: 2 })
     expect(await store().query('SELECT event FROM events_v1 WHERE message_id = {id:String}', { id })).toEqual([{ event: 'First' }])
   })
 
@@ -256,14 +256,15 @@ describe('acknowledgement means stored', () => {
     expect(user).toMatchObject({ user_id: 'partial-user' })
   })
 
-  it('a closed store answers 503 on every route and on /health; a restart recovers', async () => {
+  it('a closed store answers 503 on every route and on /ready (/health, liveness, still 200); a restart recovers', async () => {
     await store().close()
     const statuses = [
       (await sb.post('/v1/track', trackMsg(uid('closed')))).status,
       (await sb.post('/v1/batch', { batch: [trackMsg(uid('closed'))] })).status,
+      (await fetch(`${sb.url}/ready`)).status,
       (await fetch(`${sb.url}/health`)).status,
     ]
-    expect(statuses).toEqual([503, 503, 503])
+    expect(statuses).toEqual([503, 503, 503, 200])
     await sb.restart()
     expect((await sb.post('/v1/track', trackMsg(uid('reopened')))).status).toBe(200)
   })
@@ -332,7 +333,7 @@ describe('GroupCommitWriter', () => {
   it('a burst of writes joins one block while they keep coming, up to 10 × flushMs', async () => {
     const { store: s, inserts } = counting(store())
     const writer = new GroupCommitWriter(s, { flushMs: 200, maxRows: 10_000 })
-    const writes: Promise<void>[] = []
+    const writes: Promise<unknown>[] = []
     // One write every 20 ms: each arrives well before the 200 ms quiet period ends.
     for (let i = 0; i < 12; i++) {
       writes.push(writer.write({ events: [event(uid('burst'))], errors: [] }))
@@ -348,7 +349,7 @@ describe('GroupCommitWriter', () => {
   it('a failed insert rejects every write of the block with StoreUnavailableError', async () => {
     const writer = new GroupCommitWriter(store(), { flushMs: 20, maxRows: 10_000 })
     await store().command('ALTER TABLE events_v1 ADD CONSTRAINT test_refuse_writer CHECK 0')
-    let results: PromiseSettledResult<void>[]
+    let results: PromiseSettledResult<unknown>[]
     try {
       results = await Promise.allSettled([1, 2, 3].map(() => writer.write({ events: [event(uid('fail'))], errors: [] })))
     } finally {

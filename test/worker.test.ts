@@ -27,11 +27,11 @@ const storedOnce = (ids: string[]) => until(async () => ((await stored(ids)) ===
 const since = (n: number) => ch.requests.slice(n)
 
 describe('the Worker in workerd', () => {
-  it('answers /health through ClickHouse over HTTP, with the configured credentials and database', async () => {
+  it('answers /ready through ClickHouse over HTTP, with the configured credentials and database', async () => {
     const before = ch.requests.length
-    const res = await fetch(`${w.url}/health`)
+    const res = await fetch(`${w.url}/ready`)
     expect(res.status).toBe(200)
-    expect(await res.json()).toEqual({ status: 'ok', store: 'server' })
+    expect(await res.json()).toMatchObject({ status: 'ready', store: 'server', checks: { store: { ok: true }, writes: { ok: true }, outbox: { ok: true } } })
     const [ping] = since(before)
     expect(ping).toMatchObject({ user: ch.user, password: ch.password, status: 200 })
   })

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { ApiError } from '../errors.js'
 import type { SignalBus } from '../signals.js'
+import type { OutboxHealth } from '../readiness.js'
 import type { Store } from '../store/store.js'
 import type { RetryPolicy } from './backoff.js'
 import { attemptDelivery, newDelivery } from './deliver.js'
@@ -67,6 +68,8 @@ export class Dispatcher {
   #running = false
   readonly #stop = new AbortController()
   readonly #onEvents = () => this.wake()
+  /** When the last scan of the signal log ended well, and when one last failed (readiness reads it). */
+  readonly scanHealth: OutboxHealth = {}
 
   constructor(opts: DispatcherOptions) {
     const given = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as DispatcherOptions
@@ -133,7 +136,10 @@ export class Dispatcher {
         this.#rescan = false
         try {
           await this.#scanOnce()
+          this.scanHealth.lastScanAt = this.#o.now()
         } catch (err) {
+          this.scanHealth.lastFailedAt = this.#o.now()
+          this.scanHealth.lastError = err instanceof Error ? err.message : String(err)
           this.#o.logger.warn({ err }, 'webhooks: reading the signal log failed; retrying at the next poll')
         }
       }

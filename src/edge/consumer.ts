@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { EventRow } from '../../ingest/normalize.js'
-import { type InsertSettings, storeBlock } from '../../ingest/writer.js'
+import { dedupKey, type IngestErrorRow, type InsertSettings, insertErrorRows, storeBlock } from '../../ingest/writer.js'
 import { sha256Hex } from '../hash.js'
 import type { Store } from '../store/store.js'
 import { IngestEnvelope } from './envelope.js'
@@ -66,7 +66,11 @@ export async function consumeIngestBatch(batch: QueueBatch<unknown>, deps: Consu
   try {
     // Large lookups travel as a form body (see edge/store.ts), so they are as large as on Node;
     // a few run at once (Workers allow 6 open connections per invocation).
-    fresh = await storeBlock(deps.store, { events, errors }, { settings, lookupConcurrency: 4 })
+    const { stored, rejected } = await storeBlock(deps.store, { events, errors }, { settings, lookupConcurrency: 4 })
+    fresh = stored
+    // Messages the store refused on their own were answered 2xx at the edge: they are kept as
+    // ingestion errors before the batch is acked, so nothing vanishes unseen.
+    if (rejected.size > 0) await insertErrorRows(deps.store, refusedRows(events, rejected, batchToken), settings, deps.logger)
   } catch (err) {
     const attempts = Math.max(...valid.map((v) => v.message.attempts))
     deps.logger.error({ err, queue: batch.queue, messages: valid.length, attempts }, 'storing an ingestion batch failed; retrying it')
@@ -84,6 +88,30 @@ export async function consumeIngestBatch(batch: QueueBatch<unknown>, deps: Consu
     }
   }
   return { stored: fresh.length, acked: valid.length, retried: invalid, invalid }
+}
+
+/** Ingestion-error rows for the events the store refused (ids made from the batch, so a redelivery writes the same rows). */
+function refusedRows(events: EventRow[], rejected: Map<string, string>, batchToken: string): IngestErrorRow[] {
+  const rows: IngestErrorRow[] = []
+  for (const e of events) {
+    const key = dedupKey(e)
+    const message = rejected.get(key)
+    if (message === undefined) continue
+    rejected.delete(key)
+    rows.push({
+      id: `ierr_${sha256Hex(`${batchToken}:${key}`).slice(0, 26)}`,
+      received_at: e.received_at,
+      source: e.source,
+      level: 'error',
+      route: '(queue)',
+      batch_index: -1,
+      message_id: e.message_id,
+      path: '(message)',
+      message,
+      payload: JSON.stringify(e),
+    })
+  }
+  return rows
 }
 
 /** base · 2^(attempts−1) seconds, at most 12 h (attempts counts from 1). */

@@ -1,6 +1,6 @@
 import { monotonicFactory } from 'ulid'
 import type { EventRow } from '../../ingest/normalize.js'
-import type { EventSink, IngestErrorRow, WriteBatch } from '../../ingest/writer.js'
+import type { EventSink, IngestErrorRow, WriteBatch, WriteResult } from '../../ingest/writer.js'
 import { StoreUnavailableError } from '../errors.js'
 import { ENVELOPE_VERSION, type IngestEnvelope } from './envelope.js'
 import type { QueueProducer } from './types.js'
@@ -38,7 +38,8 @@ export class QueueSink implements EventSink {
     private readonly limits: QueueLimits = QUEUE_LIMITS,
   ) {}
 
-  async write(batch: WriteBatch): Promise<void> {
+  /** Nothing is refused here: the queue consumer stores the block, and records what the store refuses (ingest_errors_v1). */
+  async write(batch: WriteBatch): Promise<WriteResult> {
     const messages = packMessages(batch, this.limits)
     const calls = packCalls(messages, this.limits)
     try {
@@ -46,6 +47,7 @@ export class QueueSink implements EventSink {
     } catch (err) {
       throw new StoreUnavailableError(err)
     }
+    return { rejected: [] }
   }
 
   async close(): Promise<void> {}

@@ -24,7 +24,8 @@ const TRACKING: Record<string, Op> = Object.fromEntries([
 ])
 
 const OPERATIONS: Record<string, Op> = {
-  'GET /health': { summary: 'Liveness and store reachability', auth: 'none' },
+  'GET /health': { summary: 'Liveness: the process serves requests', auth: 'none' },
+  'GET /ready': { summary: 'Readiness: the store answers, accepted a write within READY_INTERVAL_MS, and the outbox is draining (503 otherwise)', auth: 'none' },
   ...TRACKING,
   'GET /v1/stats': { summary: 'Counts: events (once per messageId), users, accounts, signals', auth: 'admin', response: StatsResponse },
   'GET /v1/rules': { summary: 'Current rules', auth: 'admin' },

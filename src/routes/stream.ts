@@ -21,15 +21,21 @@ const StreamQuery = z.object({
 })
 
 /**
- * Readers of the live stream: the admin token, or one of READ_TOKENS (which can do nothing else).
- * A write key is refused by name, so a misconfigured client learns why.
+ * Readers of the live stream: the admin token, or one of READ_TOKENS (which can do nothing else),
+ * as a Bearer token, as on every other route that reads. A write key is refused by name, also
+ * as a Basic username (as the tracking API takes it), so a misconfigured client learns why.
  */
 export function requireReader(deps: Pick<AppDeps, 'adminToken' | 'writeKeys' | 'config' | 'readTokens'>): MiddlewareHandler<AppEnv> {
   const readers = [deps.adminToken, ...(deps.readTokens ?? deps.config.READ_TOKENS ?? [])]
   return async function requireReader(c, next) {
     const header = c.req.header('authorization')
-    const given = bearerToken(header) ?? basicUsername(header)
-    if (!given) throw new ApiError({ code: 'UNAUTHORIZED', message: 'missing Authorization: Bearer <read token or admin token>' })
+    const given = bearerToken(header)
+    if (!given) {
+      if (sourceOf(deps.writeKeys, basicUsername(header))) {
+        throw new ApiError({ code: 'FORBIDDEN', message: 'a write key only writes events; reading the stream needs a read token (READ_TOKENS) or the admin token' })
+      }
+      throw new ApiError({ code: 'UNAUTHORIZED', message: 'missing Authorization: Bearer <read token or admin token>' })
+    }
     // Every token is compared (constant time each), so timing does not tell which one matched.
     let ok = false
     for (const t of readers) if (secretEquals(given, t)) ok = true

@@ -2,7 +2,9 @@ import type { Logger } from 'pino'
 import { ulid } from 'ulid'
 import { type EventRow } from '../ingest/normalize.js'
 import { chTime, msFromCh } from '../src/time.js'
-import { newSignalId, recordSignalEvents, type Signal, type SignalBus, type SignalEventType, signalFromRow, type SignalRow } from '../src/signals.js'
+import { newSignalId, recordSignalEvents, type Signal, type SignalBus, type SignalEventType } from '../src/signals.js'
+import { latestSignals, openSignalsOfOtherRules, signalStatuses, signalsById } from '../src/signals/queries.js'
+import type { Shard } from '../src/store/shard.js'
 import { sha256Hex } from '../src/hash.js'
 import type { Store } from '../src/store/store.js'
 import { idChunks } from '../src/store/ids.js'
@@ -42,7 +44,7 @@ export const cooldownOf = (rule: Rule): number => (rule.cooldown ? parseDuration
 // ---------------------------------------------------------------------------------------------
 
 export type Subjects = { account: string[]; user: string[] }
-export type Shard = { count: number; index: number }
+export type { Shard }
 
 export type EvaluationResult = {
   fired: Signal[]
@@ -340,14 +342,8 @@ export class Evaluator {
   }
 
   async #resolveWithdrawn(known: Set<string>, now: number): Promise<Change[]> {
-    const shard = this.#opts.shard
-    const rows = await this.#store.query<SignalRow>(
-      `SELECT id, rule_id, rule_version, kind, subject_type, subject_id, status, fired_at, resolved_at, score, reasons
-       FROM signals_v1 FINAL WHERE status = 'open' AND rule_id NOT IN {known:Array(String)}
-       ${shard && shard.count > 1 ? `AND ${SHARD_PREDICATE('subject_id')}` : ''}`,
-      { known: [...known], ...(shard && shard.count > 1 ? { shard_count: shard.count, shard_index: shard.index } : {}) },
-    )
-    const pending = rows.map(signalFromRow).map((s) => ({
+    const open = await openSignalsOfOtherRules(this.#store, [...known], this.#opts.shard)
+    const pending = open.map((s) => ({
       key: `resolve|${s.id}`,
       change: { type: 'signal.resolved' as const, signal: { ...s, status: 'resolved' as const, resolved_at: new Date(now).toISOString() } },
     }))
@@ -453,7 +449,7 @@ export class Evaluator {
       }
     }
     if (toResolve.length) {
-      const open = await loadSignals(this.#store, toResolve.map((r) => r.prev.id))
+      const open = await signalsById(this.#store, toResolve.map((r) => r.prev.id))
       for (const s of open) {
         if (s.status !== 'open') continue
         const signal: Signal = { ...s, status: 'resolved', resolved_at: new Date(now).toISOString() }
@@ -514,10 +510,6 @@ function traitSubjects(opts: EvaluateOptions): Subjects | undefined {
 
 const chunks = idChunks
 
-/** The SQL predicate that keeps the subjects of one shard (the same hash as the rule runner's). */
-export const SHARD_PREDICATE = (column: string) => `cityHash64(${column}) % {shard_count:UInt32} = {shard_index:UInt32}`
-
-/** The latest signal of a rule for each subject (all subjects, or the given ones). */
 /** Rule id → subject id → its latest signal, for some rules (one query) and all or some subjects. */
 export async function loadEntryStates(
   store: Store,
@@ -526,43 +518,9 @@ export async function loadEntryStates(
   ids: string[] | undefined,
   shard?: Shard,
 ): Promise<Map<string, Map<string, EntryState>>> {
-  const filters = ['rule_id IN {rules:Array(String)}', 'subject_type = {type:String}']
-  const params: Record<string, unknown> = { rules: ruleIds, type: subjectType }
-  if (ids) {
-    filters.push('subject_id IN {ids:Array(String)}')
-    params.ids = ids
-  }
-  if (shard && shard.count > 1) {
-    filters.push(SHARD_PREDICATE('subject_id'))
-    params.shard_count = shard.count
-    params.shard_index = shard.index
-  }
-  const rows = await store.query<{ rule_id: string; subject_id: string; last_id: string; last_status: string; last_fired_at: string }>(
-    `SELECT rule_id, subject_id, argMax(id, (fired_at, id)) AS last_id, argMax(status, (fired_at, id)) AS last_status,
-            max(fired_at) AS last_fired_at
-     FROM signals_v1 FINAL WHERE ${filters.join(' AND ')} GROUP BY rule_id, subject_id`,
-    params,
-  )
   const out = new Map(ruleIds.map((id) => [id, new Map<string, EntryState>()]))
-  for (const r of rows) {
-    out.get(r.rule_id)?.set(r.subject_id, {
-      id: r.last_id,
-      status: r.last_status === 'open' ? 'open' : 'resolved',
-      firedAt: msFromCh(r.last_fired_at),
-    })
-  }
-  return out
-}
-
-export async function loadSignals(store: Store, ids: string[]): Promise<Signal[]> {
-  const out: Signal[] = []
-  for (const part of chunks(ids)) {
-    const rows = await store.query<SignalRow>(
-      `SELECT id, rule_id, rule_version, kind, subject_type, subject_id, status, fired_at, resolved_at, score, reasons
-       FROM signals_v1 FINAL WHERE id IN {ids:Array(String)}`,
-      { ids: part },
-    )
-    out.push(...rows.map(signalFromRow))
+  for (const l of await latestSignals(store, ruleIds, subjectType, ids, shard)) {
+    out.get(l.ruleId)?.set(l.subjectId, { id: l.id, status: l.status, firedAt: l.firedAt })
   }
   return out
 }
@@ -614,11 +572,7 @@ async function claim(store: Store, pending: Pending[], now: number, mode: ClaimM
   // Orphans: claimed long ago by someone who never recorded the signal.
   const stale = [...existing.values()].filter((c) => now - msFromCh(c.claimed_at) > ORPHAN_MS)
   if (stale.length) {
-    const recorded = new Set<string>()
-    for (const ids of chunks(stale.map((c) => c.signal_id))) {
-      const rows = await store.query<{ id: string; status: string }>('SELECT id, status FROM signals_v1 FINAL WHERE id IN {ids:Array(String)}', { ids })
-      for (const r of rows) recorded.add(`${r.id}|${r.status}`)
-    }
+    const recorded = await signalStatuses(store, stale.map((c) => c.signal_id))
     for (const c of stale) {
       const change = JSON.parse(c.signal) as Change
       const wanted = change.type === 'signal.fired' ? 'open' : 'resolved'

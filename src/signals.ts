@@ -79,23 +79,7 @@ export async function recordSignalEvents(
 ): Promise<SignalEvent[]> {
   if (changes.length === 0) return []
   const events: SignalEvent[] = changes.map(({ type, signal }) => ({ id: newEventId(), type, timestamp: iso(now), data: signal }))
-  await store.insert(
-    'signals_v1',
-    changes.map(({ signal }) => ({
-      id: signal.id,
-      rule_id: signal.rule_id,
-      rule_version: signal.rule_version,
-      kind: signal.kind,
-      subject_type: signal.subject.type,
-      subject_id: signal.subject.id,
-      status: signal.status,
-      fired_at: chTime(Date.parse(signal.fired_at)),
-      resolved_at: signal.resolved_at ? chTime(Date.parse(signal.resolved_at)) : null,
-      score: signal.score,
-      reasons: JSON.stringify(signal.reasons),
-      version: now,
-    })),
-  )
+  await store.insert('signals_v1', changes.map(({ signal }) => ({ ...signalToRow(signal), version: now })))
   await store.insert(
     'signal_events_v1',
     events.map((e) => ({
@@ -114,7 +98,10 @@ export async function recordSignalEvents(
   return events
 }
 
-/** Signal rows as stored → the API shape. */
+/**
+ * A signals_v1 row as written and read (its `version` aside): the one list of its columns, which
+ * every query of signals selects (src/signals/queries.ts).
+ */
 export type SignalRow = {
   id: string
   rule_id: string
@@ -129,6 +116,37 @@ export type SignalRow = {
   reasons: string
 }
 
+export const SIGNAL_COLUMNS = [
+  'id',
+  'rule_id',
+  'rule_version',
+  'kind',
+  'subject_type',
+  'subject_id',
+  'status',
+  'fired_at',
+  'resolved_at',
+  'score',
+  'reasons',
+] as const satisfies readonly (keyof SignalRow)[]
+
+export function signalToRow(signal: Signal): SignalRow {
+  return {
+    id: signal.id,
+    rule_id: signal.rule_id,
+    rule_version: signal.rule_version,
+    kind: signal.kind,
+    subject_type: signal.subject.type,
+    subject_id: signal.subject.id,
+    status: signal.status,
+    fired_at: chTime(Date.parse(signal.fired_at)),
+    resolved_at: signal.resolved_at ? chTime(Date.parse(signal.resolved_at)) : null,
+    score: signal.score,
+    reasons: JSON.stringify(signal.reasons),
+  }
+}
+
+/** A row as stored → the API shape. */
 export function signalFromRow(r: SignalRow): Signal {
   return Signal.parse({
     id: r.id,

@@ -1,12 +1,11 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
-import { chTime } from '../time.js'
 import { ApiError, zodDetails } from '../errors.js'
 import { FeedbackRequest, recordFeedback, type SignalWithFeedback, withFeedback } from '../feedback/feedback.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'
-import { type Signal, SIGNAL_ID, SignalKind, signalFromRow, type SignalRow, SubjectType } from '../signals.js'
-import type { Store } from '../store/store.js'
+import { SIGNAL_ID, SignalKind, SubjectType } from '../signals.js'
+import { getSignal, querySignals } from '../signals/queries.js'
 import { IsoTime, parseJsonBody } from './rules.js'
 
 const list = <T extends z.ZodType<unknown, string>>(item: T) =>
@@ -32,41 +31,7 @@ export const SignalQuery = z.strictObject({
 })
 export type SignalQuery = z.output<typeof SignalQuery>
 
-export type SignalPage = { data: Signal[]; next: string | null }
 export type SignalPageWithFeedback = { data: SignalWithFeedback[]; next: string | null }
-
-const COLUMNS = 'id, rule_id, rule_version, kind, subject_type, subject_id, status, fired_at, resolved_at, score, reasons'
-
-/** One page of signals (current state), in id order. */
-export async function querySignals(store: Store, q: SignalQuery): Promise<SignalPage> {
-  const where: string[] = []
-  const params: Record<string, unknown> = { limit: q.limit }
-  const add = (sql: string, name: string, value: unknown) => {
-    where.push(sql)
-    params[name] = value
-  }
-  if (q.after) add('id > {after:String}', 'after', q.after)
-  if (q.kind) add('kind IN {kind:Array(String)}', 'kind', q.kind)
-  if (q.rule_id) add('rule_id = {rule_id:String}', 'rule_id', q.rule_id)
-  if (q.subject_type) add('subject_type = {subject_type:String}', 'subject_type', q.subject_type)
-  if (q.subject_id) add('subject_id = {subject_id:String}', 'subject_id', q.subject_id)
-  if (q.from !== undefined) add("fired_at >= {from:DateTime64(3, 'UTC')}", 'from', chTime(q.from))
-  if (q.to !== undefined) add("fired_at < {to:DateTime64(3, 'UTC')}", 'to', chTime(q.to))
-  // Status is filtered after FINAL picks each signal's latest row.
-  if (q.status) add('status IN {status:Array(String)}', 'status', q.status)
-  const rows = await store.query<SignalRow>(
-    `SELECT ${COLUMNS} FROM signals_v1 FINAL ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
-     ORDER BY id LIMIT {limit:UInt32}`,
-    params,
-  )
-  const data = rows.map(signalFromRow)
-  return { data, next: data.length === q.limit ? (data[data.length - 1]?.id ?? null) : null }
-}
-
-export async function getSignal(store: Store, id: string): Promise<Signal | undefined> {
-  const [row] = await store.query<SignalRow>(`SELECT ${COLUMNS} FROM signals_v1 FINAL WHERE id = {id:String}`, { id })
-  return row && signalFromRow(row)
-}
 
 /** Signals as stored (admin). The live stream (/v1/signals/stream) is delivery's. */
 export function signalsRoutes(deps: AppDeps) {

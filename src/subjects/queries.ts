@@ -1,0 +1,86 @@
+import type { SubjectType } from '../signals.js'
+import type { Store } from '../store/store.js'
+import { chTime, isoFromCh, utcDate } from '../time.js'
+
+/** What accounts and users are, as stored (accounts_v1 / users_v1, their traits, memberships_v1). */
+
+const DAY = 86_400_000
+export const USAGE_DAYS = 30
+
+export type UsageDay = { day: string; events: number; active_users: number }
+
+const T = {
+  account: { seen: 'accounts_v1', column: 'account_id', traits: 'account_traits_v1', other: 'user_id' },
+  user: { seen: 'users_v1', column: 'user_id', traits: 'user_traits_v1', other: 'account_id' },
+} as const
+
+/** Which events are a subject's: the same attribution as the rules (rules/compile.ts). */
+const EVENTS_OF = {
+  account: `(account_id = {id:String}
+    OR (account_id = '' AND user_id != '' AND user_id IN (SELECT user_id FROM memberships_v1 WHERE account_id = {id:String})))`,
+  user: `(user_id = {id:String}
+    OR (user_id != '' AND user_id IN (SELECT previous_id FROM identities_v1 WHERE user_id = {id:String}))
+    OR (user_id = '' AND anonymous_id != '' AND anonymous_id IN (SELECT previous_id FROM identities_v1 WHERE user_id = {id:String})))`,
+} as const
+
+/** A subject's activity per UTC day over the last USAGE_DAYS days, oldest first, days without activity included. */
+export async function usagePerDay(store: Store, type: SubjectType, id: string, now: number): Promise<UsageDay[]> {
+  const today = Math.floor(now / DAY) * DAY
+  const start = today - (USAGE_DAYS - 1) * DAY
+  const rows = await store.query<{ day: string; events: number; active_users: number }>(
+    `SELECT toString(toDate(timestamp)) AS day, count() AS events, uniqExactIf(user_id, user_id != '') AS active_users
+     FROM events_v1
+     WHERE type IN ('track', 'page', 'screen') AND timestamp >= {from:DateTime64(3, 'UTC')} AND timestamp <= {to:DateTime64(3, 'UTC')}
+       AND ${EVENTS_OF[type]}
+     GROUP BY day`,
+    { id, from: chTime(start), to: chTime(now) },
+  )
+  const byDay = new Map(rows.map((r) => [r.day, r]))
+  return Array.from({ length: USAGE_DAYS }, (_, i) => {
+    const day = utcDate(start + i * DAY)
+    const r = byDay.get(day)
+    return { day, events: Number(r?.events ?? 0), active_users: Number(r?.active_users ?? 0) }
+  })
+}
+
+/** When a subject was first and last seen (ISO 8601), or undefined if it never was. */
+export async function subjectSeen(store: Store, type: SubjectType, id: string): Promise<{ first_seen: string; last_seen: string } | undefined> {
+  const t = T[type]
+  const [row] = await store.query<{ first_seen: string; last_seen: string }>(
+    `SELECT min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM ${t.seen} WHERE ${t.column} = {id:String} HAVING count() > 0`,
+    { id },
+  )
+  return row && { first_seen: isoFromCh(row.first_seen), last_seen: isoFromCh(row.last_seen) }
+}
+
+/** A subject's latest value of each trait as of `now`, in key order (values parsed from JSON where they are JSON). */
+export async function latestTraits(store: Store, type: SubjectType, id: string, now: number): Promise<Record<string, unknown>> {
+  const t = T[type]
+  const rows = await store.query<{ key: string; value: string }>(
+    `SELECT key, argMax(value, (timestamp, message_id)) AS value FROM ${t.traits}
+     WHERE ${t.column} = {id:String} AND timestamp <= {now:DateTime64(3, 'UTC')} GROUP BY key ORDER BY key`,
+    { id, now: chTime(now) },
+  )
+  return Object.fromEntries(rows.map((r) => [r.key, parseJson(r.value)]))
+}
+
+export type Member = { id: string; first_seen: string; last_seen: string }
+
+/** An account's users, or a user's accounts: the 1,000 seen most recently, latest first. */
+export async function membersOf(store: Store, type: SubjectType, id: string): Promise<Member[]> {
+  const t = T[type]
+  const rows = await store.query<Member>(
+    `SELECT ${t.other} AS id, min(first_seen) AS first_seen, max(last_seen) AS last_seen FROM memberships_v1
+     WHERE ${t.column} = {id:String} GROUP BY id ORDER BY last_seen DESC LIMIT 1000`,
+    { id },
+  )
+  return rows.map((m) => ({ id: m.id, first_seen: isoFromCh(m.first_seen), last_seen: isoFromCh(m.last_seen) }))
+}
+
+function parseJson(s: string): unknown {
+  try {
+    return JSON.parse(s)
+  } catch {
+    return s
+  }
+}

@@ -1,10 +1,11 @@
 import { ulid } from 'ulid'
-import { chTime, msFromCh } from '../time.js'
 import { type Config, ConfigError } from '../config.js'
 import { SIGNAL_KINDS, type Signal, type SignalEventType, type SubjectType } from '../signals.js'
 import type { Store } from '../store/store.js'
-import { idChunks } from '../store/ids.js'
+import { accountsOfUsers, firstSeen, subjectSeen } from '../subjects/queries.js'
+import { chTime, isoFromCh, msFromCh } from '../time.js'
 import { StageError } from './errors.js'
+import { funnelRows, insertTransitions, latestTransitions, planChanges, traitMovesOf, transitionsOf, type TransitionRow } from './queries.js'
 
 /**
  * Lifecycle stages. A configurable ladder (default `lead → mql → pql → sql → customer`, then
@@ -46,37 +47,18 @@ export type Transition = {
 
 export type CurrentStage = { stage: string; since: string | null; transition: Transition | null }
 
-type Row = {
-  subject_type: string
-  subject_id: string
-  id: string
-  at: string
-  from_stage: string
-  to_stage: string
-  cause_type: string
-  cause: string
-  reason: string
-}
-
 const iso = (ms: number) => new Date(ms).toISOString()
 
-function toTransition(r: Row): Transition {
+function toTransition(r: TransitionRow): Transition {
   return {
     id: r.id,
     subject: { type: r.subject_type as SubjectType, id: r.subject_id },
-    at: iso(msFromCh(r.at)),
+    at: isoFromCh(r.at),
     from: r.from_stage || null,
     to: r.to_stage,
     cause: { type: r.cause_type as CauseType, id: r.cause || null, reason: r.reason },
   }
 }
-
-const SEEN = {
-  account: { table: 'accounts_v1', column: 'account_id', traits: 'account_traits_v1' },
-  user: { table: 'users_v1', column: 'user_id', traits: 'user_traits_v1' },
-} as const
-
-const COLUMNS = 'subject_type, subject_id, id, at, from_stage, to_stage, cause_type, cause, reason'
 
 export type FunnelStage = {
   stage: string
@@ -121,41 +103,14 @@ export class Lifecycle {
   async current(type: SubjectType, ids: string[]): Promise<Map<string, CurrentStage>> {
     const out = new Map<string, CurrentStage>()
     if (ids.length === 0) return out
-    const rows: Row[] = []
-    for (const part of idChunks(ids)) {
-      rows.push(
-        ...(await this.#store.query<Row>(
-          `SELECT subject_type, subject_id, last.1 AS id, last.2 AS at, last.3 AS from_stage, last.4 AS to_stage,
-                  last.5 AS cause_type, last.6 AS cause, last.7 AS reason
-           FROM (
-             SELECT subject_type, subject_id,
-                    argMax((id, at, from_stage, to_stage, cause_type, cause, reason), (at, id)) AS last
-             FROM stage_transitions_v1 FINAL
-             WHERE subject_type = {type:String} AND subject_id IN {ids:Array(String)}
-             GROUP BY subject_type, subject_id
-           )`,
-          { type, ids: part },
-        )),
-      )
-    }
+    const rows = await latestTransitions(this.#store, type, ids)
     for (const r of rows) {
       const t = toTransition(r)
       out.set(r.subject_id, { stage: t.to, since: t.at, transition: t })
     }
     const missing = ids.filter((id) => !out.has(id))
     if (missing.length) {
-      const seen = SEEN[type]
-      const firsts: { id: string; first_seen: string }[] = []
-      for (const part of idChunks(missing)) {
-        firsts.push(
-          ...(await this.#store.query<{ id: string; first_seen: string }>(
-            `SELECT ${seen.column} AS id, min(first_seen) AS first_seen FROM ${seen.table}
-             WHERE ${seen.column} IN {ids:Array(String)} GROUP BY id`,
-            { ids: part },
-          )),
-        )
-      }
-      const byId = new Map(firsts.map((f) => [f.id, iso(msFromCh(f.first_seen))]))
+      const byId = await firstSeen(this.#store, type, missing)
       for (const id of missing) out.set(id, { stage: this.first, since: byId.get(id) ?? null, transition: null })
     }
     return out
@@ -163,22 +118,13 @@ export class Lifecycle {
 
   /** Every transition of a subject, oldest first, starting with its entry into the first stage. */
   async history(type: SubjectType, id: string): Promise<Transition[]> {
-    const rows = await this.#store.query<Row>(
-      `SELECT ${COLUMNS} FROM stage_transitions_v1 FINAL
-       WHERE subject_type = {type:String} AND subject_id = {id:String} ORDER BY at, id`,
-      { type, id },
-    )
-    const seen = SEEN[type]
-    const [first] = await this.#store.query<{ first_seen: string | null }>(
-      `SELECT min(first_seen) AS first_seen FROM ${seen.table} WHERE ${seen.column} = {id:String} HAVING count() > 0`,
-      { id },
-    )
-    const start: Transition[] = first?.first_seen
+    const [rows, seen] = await Promise.all([transitionsOf(this.#store, type, id), subjectSeen(this.#store, type, id)])
+    const start: Transition[] = seen
       ? [
           {
             id: 'first_seen',
             subject: { type, id },
-            at: iso(msFromCh(first.first_seen)),
+            at: seen.first_seen,
             from: null,
             to: this.first,
             cause: { type: 'first_seen', id: null, reason: 'first seen' },
@@ -206,19 +152,7 @@ export class Lifecycle {
     if (relevant.length === 0) return []
     // A user's signal also moves the accounts the user belongs to.
     const userIds = [...new Set(relevant.filter((c) => c.signal.subject.type === 'user').map((c) => c.signal.subject.id))]
-    const accountsOf = new Map<string, string[]>()
-    if (userIds.length) {
-      const rows: { user_id: string; account_id: string }[] = []
-      for (const ids of idChunks(userIds)) {
-        rows.push(
-          ...(await this.#store.query<{ user_id: string; account_id: string }>(
-            'SELECT DISTINCT user_id, account_id FROM memberships_v1 WHERE user_id IN {ids:Array(String)}',
-            { ids },
-          )),
-        )
-      }
-      for (const r of rows) accountsOf.set(r.user_id, [...(accountsOf.get(r.user_id) ?? []), r.account_id])
-    }
+    const accountsOf = userIds.length ? await accountsOfUsers(this.#store, userIds) : new Map<string, string[]>()
     const targets = (s: Signal): { type: SubjectType; id: string }[] => [
       s.subject,
       ...(s.subject.type === 'user' ? (accountsOf.get(s.subject.id) ?? []).map((id) => ({ type: 'account' as const, id })) : []),
@@ -289,32 +223,13 @@ export class Lifecycle {
   }
 
   async #syncTraits(type: SubjectType, ids: string[] | undefined, now: number): Promise<Transition[]> {
-    const seen = SEEN[type]
-    const filter = ids ? ` AND ${seen.column} IN {ids:Array(String)}` : ''
-    // Each row whose value differs from the one before it is a change of plan.
-    const changes = await this.#store.query<{ subject_id: string; value: string; at: string; message_id: string }>(
-      `SELECT subject_id, value, at, message_id FROM (
-         SELECT ${seen.column} AS subject_id, value, timestamp AS at, message_id,
-                lagInFrame(value, 1, '') OVER (PARTITION BY ${seen.column} ORDER BY timestamp, message_id
-                                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS previous
-         FROM (SELECT DISTINCT ${seen.column}, value, timestamp, message_id FROM ${seen.traits} WHERE key = 'plan'${filter})
-       ) WHERE value != previous ORDER BY subject_id, at, message_id`,
-      ids ? { ids } : {},
-    )
+    const changes = await planChanges(this.#store, type, ids)
     const candidates = changes
       .map((c) => ({ ...c, stage: this.#planStage(c.value), stageId: `trait:plan:${c.message_id}` }))
       .filter((c): c is typeof c & { stage: string } => c.stage !== null)
     if (candidates.length === 0) return []
     const subjectIds = [...new Set(candidates.map((c) => c.subject_id))]
-    const applied = new Set<string>()
-    for (const ids of idChunks(subjectIds)) {
-      const rows = await this.#store.query<{ id: string; subject_id: string }>(
-        `SELECT DISTINCT subject_id, id FROM stage_transitions_v1
-         WHERE subject_type = {type:String} AND cause_type = 'trait' AND subject_id IN {ids:Array(String)}`,
-        { type, ids },
-      )
-      for (const r of rows) applied.add(`${r.subject_id}|${r.id}`)
-    }
+    const applied = await traitMovesOf(this.#store, type, subjectIds)
     const pending = candidates.filter((c) => !applied.has(`${c.subject_id}|${c.stageId}`))
     if (pending.length === 0) return []
     const current = await this.current(type, [...new Set(pending.map((c) => c.subject_id))])
@@ -355,8 +270,8 @@ export class Lifecycle {
 
   async #record(moves: Move[], now: number): Promise<Transition[]> {
     if (moves.length === 0) return []
-    await this.#store.insert(
-      'stage_transitions_v1',
+    await insertTransitions(
+      this.#store,
       moves.map((m) => ({
         subject_type: m.type,
         subject_id: m.id,
@@ -378,43 +293,7 @@ export class Lifecycle {
    * later stage by the end, how many are still there, and the median / p90 time spent in it.
    */
   async funnel(type: SubjectType, from: number, to: number): Promise<Funnel> {
-    const seen = SEEN[type]
-    const rows = await this.#store.query<{
-      stage: string
-      entered: number
-      converted: number
-      stalled: number
-      q: (number | null)[]
-      samples: number
-    }>(
-      `WITH entries AS (
-         SELECT subject_id, to_stage AS stage, at, id FROM stage_transitions_v1 FINAL
-         WHERE subject_type = {type:String} AND at <= {to:DateTime64(3, 'UTC')}
-         UNION ALL
-         SELECT ${seen.column} AS subject_id, {first:String} AS stage, min(first_seen) AS at, '' AS id
-         FROM ${seen.table} GROUP BY ${seen.column} HAVING at <= {to:DateTime64(3, 'UTC')}
-       ),
-       ranked AS (
-         SELECT subject_id, stage, at, id, indexOf({order:Array(String)}, stage) AS rank FROM entries
-       ),
-       seq AS (
-         SELECT subject_id, stage, at, rank,
-                leadInFrame(toNullable(at)) OVER w AS next_at,
-                max(rank) OVER (PARTITION BY subject_id ORDER BY at, id ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS later_rank
-         FROM ranked
-         WINDOW w AS (PARTITION BY subject_id ORDER BY at, id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)
-       )
-       SELECT stage,
-              uniqExact(subject_id) AS entered,
-              uniqExactIf(subject_id, later_rank > rank) AS converted,
-              uniqExactIf(subject_id, next_at IS NULL) AS stalled,
-              quantilesExactInclusiveIf(0.5, 0.9)(toFloat64(dateDiff('millisecond', at, assumeNotNull(next_at))) / 1000, next_at IS NOT NULL) AS q,
-              countIf(next_at IS NOT NULL) AS samples
-       FROM seq
-       WHERE at >= {from:DateTime64(3, 'UTC')}
-       GROUP BY stage`,
-      { type, from: chTime(from), to: chTime(to), first: this.first, order: this.#order },
-    )
+    const rows = await funnelRows(this.#store, { type, from, to, first: this.first, order: this.#order })
     const byStage = new Map(rows.map((r) => [r.stage, r]))
     const last = this.config.stages[this.config.stages.length - 1]
     const stages: FunnelStage[] = this.#order.map((stage) => {

@@ -1,4 +1,5 @@
 import type { SubjectType } from '../signals.js'
+import { idChunks } from '../store/ids.js'
 import type { Store } from '../store/store.js'
 import { chTime, isoFromCh, utcDate } from '../time.js'
 
@@ -83,4 +84,40 @@ function parseJson(s: string): unknown {
   } catch {
     return s
   }
+}
+
+/** When each of these subjects was first seen (ISO 8601); subjects never seen are absent. */
+export async function firstSeen(store: Store, type: SubjectType, ids: readonly string[]): Promise<Map<string, string>> {
+  const t = T[type]
+  const out = new Map<string, string>()
+  for (const part of idChunks(ids)) {
+    const rows = await store.query<{ id: string; first_seen: string }>(
+      `SELECT ${t.column} AS id, min(first_seen) AS first_seen FROM ${t.seen} WHERE ${t.column} IN {ids:Array(String)} GROUP BY id`,
+      { ids: part },
+    )
+    for (const r of rows) out.set(r.id, isoFromCh(r.first_seen))
+  }
+  return out
+}
+
+/** The accounts each of these users belongs to (users in none are absent). */
+export async function accountsOfUsers(store: Store, userIds: readonly string[]): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>()
+  for (const ids of idChunks(userIds)) {
+    const rows = await store.query<{ user_id: string; account_id: string }>(
+      'SELECT DISTINCT user_id, account_id FROM memberships_v1 WHERE user_id IN {ids:Array(String)}',
+      { ids },
+    )
+    for (const r of rows) out.set(r.user_id, [...(out.get(r.user_id) ?? []), r.account_id])
+  }
+  return out
+}
+
+/** The users each of these ids (anonymous ids, aliased user ids) was joined to by identify or alias: one hop. */
+export async function usersJoinedTo(store: Store, previousIds: readonly string[]): Promise<{ previous_id: string; user_id: string }[]> {
+  const out: { previous_id: string; user_id: string }[] = []
+  for (const ids of idChunks(previousIds)) {
+    out.push(...(await store.query<{ previous_id: string; user_id: string }>('SELECT DISTINCT previous_id, user_id FROM identities_v1 WHERE previous_id IN {ids:Array(String)}', { ids })))
+  }
+  return out
 }

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { chTime } from '../src/time.js'
 import type { Store } from '../src/store/store.js'
 import { idChunks } from '../src/store/ids.js'
+import { identityLinks } from './attribution.js'
 
 /**
  * What an incremental evaluation reads for a set of subjects, found once per evaluation and
@@ -65,15 +66,11 @@ SELECT groupUniqArray(k) AS keys FROM (
     )
     linkIds = [...new Set([...keys, ...Keys.parse(tagged).keys])]
   }
-  const earliest = (restrict: string) =>
-    `SELECT previous_id, argMin(user_id, first_seen) AS target FROM identities_v1 WHERE previous_id != user_id AND previous_id IN ${restrict} GROUP BY previous_id`
   // Exact in slices too: each slice reads every link row of its ids.
   const links: Scope['links'] = { from: [], to: [] }
   for (const part of idChunks(linkIds)) {
     const [row] = await store.query(
-      `SELECT groupArray(l1.previous_id) AS from, groupArray(if(l2.target != '', l2.target, l1.target)) AS to
-FROM (${earliest('{ids:Array(String)}')}) AS l1
-LEFT ANY JOIN (${earliest('(SELECT user_id FROM identities_v1 WHERE previous_id IN {ids:Array(String)})')}) AS l2 ON l2.previous_id = l1.target
+      `SELECT groupArray(previous_id) AS from, groupArray(user_id) AS to FROM (${identityLinks('{ids:Array(String)}')})
 SETTINGS join_use_nulls = 0`,
       { ids: part },
     )

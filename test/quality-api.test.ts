@@ -82,6 +82,18 @@ describe('quality API', () => {
     expect(bad.status).toBe(400)
     expect((await json<ErrorBody>(bad)).error.details?.map((d) => d.path).sort()).toEqual(['from', 'horizon'])
     expect((await sb.admin('/v1/rules/nope/quality')).status).toBe(404)
+
+    // The funnel split by this rule, month by month.
+    const funnel = await json<{ signal: { rule_id: string; fired: { stages: { stage: string; entered: number }[] } }; cohorts: { month: string }[] }>(
+      await sb.admin('/v1/funnel?signal=qa-pql&cohort=month'),
+    )
+    expect(funnel.signal.rule_id).toBe('qa-pql')
+    expect(funnel.signal.fired.stages.find((x) => x.stage === 'pql')?.entered).toBe(1)
+    expect(funnel.cohorts.at(-1)?.month).toBe(new Date().toISOString().slice(0, 7))
+    const nf = await sb.admin('/v1/funnel?signal=nope')
+    expect([nf.status, (await json<ErrorBody>(nf)).error.message]).toEqual([404, 'no rule nope'])
+    const badCohort = await sb.admin('/v1/funnel?cohort=week')
+    expect((await json<ErrorBody>(badCohort)).error.details?.[0]?.path).toBe('cohort')
   })
 
   it('backtests two thresholds of a draft side by side with different precision', async () => {

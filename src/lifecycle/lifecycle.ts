@@ -5,7 +5,7 @@ import type { Store } from '../store/store.js'
 import { accountsOfUsers, firstSeen, subjectSeen } from '../subjects/queries.js'
 import { chTime, isoFromCh, msFromCh } from '../time.js'
 import { StageError } from './errors.js'
-import { funnelRows, insertTransitions, latestTransitions, planChanges, traitMovesOf, transitionsOf, type TransitionRow } from './queries.js'
+import { type FunnelRow, funnelRows, insertTransitions, latestTransitions, planChanges, traitMovesOf, transitionsOf, type TransitionRow } from './queries.js'
 
 /**
  * Lifecycle stages. A configurable ladder (default `lead → mql → pql → sql → customer`, then
@@ -71,13 +71,24 @@ export type FunnelStage = {
   time_in_stage: { median_seconds: number | null; p90_seconds: number | null; samples: number }
 }
 
-export type Funnel = {
+/** Per stage, and the main-ladder stage (before the last) where most subjects that entered it are still stuck. */
+export type FunnelPart = { stages: FunnelStage[]; stall_stage: string | null }
+
+export type FunnelOptions = {
+  /** Split subjects that fired this rule (by the end of the period) from those that did not. */
+  signal?: string
+  /** The funnel of each month of entry into a stage. */
+  cohort?: 'month'
+}
+
+export type Funnel = FunnelPart & {
   subject_type: SubjectType
   from: string
   to: string
-  stages: FunnelStage[]
-  /** The main-ladder stage (before the last) where most subjects that entered it are still stuck. */
-  stall_stage: string | null
+  /** With `signal`: the same figures for the subjects that fired the rule and for the others. */
+  signal?: { rule_id: string; fired: FunnelPart; not_fired: FunnelPart }
+  /** With `cohort=month`: the figures of the entries of each month (split by signal too, with `signal`). */
+  cohorts?: (FunnelPart & { month: string; signal?: { fired: FunnelPart; not_fired: FunnelPart } })[]
 }
 
 export class Lifecycle {
@@ -292,8 +303,24 @@ export class Lifecycle {
    * The funnel over a period: per stage, the subjects that entered it, how many of them reached a
    * later stage by the end, how many are still there, and the median / p90 time spent in it.
    */
-  async funnel(type: SubjectType, from: number, to: number): Promise<Funnel> {
-    const rows = await funnelRows(this.#store, { type, from, to, first: this.first, order: this.#order })
+  async funnel(type: SubjectType, from: number, to: number, opts: FunnelOptions = {}): Promise<Funnel> {
+    const signal = opts.signal !== undefined
+    const cohort = opts.cohort === 'month'
+    const rows = await funnelRows(this.#store, { type, from, to, first: this.first, order: this.#order, signal: opts.signal, cohort: opts.cohort })
+    const pick = (fired: number | null, month: string | null) =>
+      this.#funnelPart(rows.filter((r) => (r.fired === null ? null : Number(r.fired)) === fired && (r.cohort === null ? null : r.cohort.slice(0, 7)) === month))
+    const split = (month: string | null) => ({ fired: pick(1, month), not_fired: pick(0, month) })
+    const out: Funnel = { subject_type: type, from: iso(from), to: iso(to), ...pick(null, null) }
+    if (signal) out.signal = { rule_id: opts.signal as string, ...split(null) }
+    if (cohort) {
+      // Every month of the period, those without entries included, so a trend has no gaps.
+      out.cohorts = monthsOf(from, to).map((month) => ({ month, ...pick(null, month), ...(signal ? { signal: split(month) } : {}) }))
+    }
+    return out
+  }
+
+  /** Per-stage figures of one group of funnel rows, in ladder order, and where most of them stall. */
+  #funnelPart(rows: FunnelRow[]): FunnelPart {
     const byStage = new Map(rows.map((r) => [r.stage, r]))
     const last = this.config.stages[this.config.stages.length - 1]
     const stages: FunnelStage[] = this.#order.map((stage) => {
@@ -320,8 +347,19 @@ export class Lifecycle {
       if (s.converted === null || s.stalled === 0) continue
       if (!stall || s.stalled > stall.stalled) stall = s
     }
-    return { subject_type: type, from: iso(from), to: iso(to), stages, stall_stage: stall?.stage ?? null }
+    return { stages, stall_stage: stall?.stage ?? null }
   }
+}
+
+
+/** `YYYY-MM` of every UTC month from `from` to `to`. */
+function monthsOf(from: number, to: number): string[] {
+  const out: string[] = []
+  const d = new Date(from)
+  for (let y = d.getUTCFullYear(), m = d.getUTCMonth(); Date.UTC(y, m) <= to; m === 11 ? (y++, (m = 0)) : m++) {
+    out.push(`${y}-${String(m + 1).padStart(2, '0')}`)
+  }
+  return out
 }
 
 type Move = {

@@ -92,15 +92,40 @@ export async function traitMovesOf(store: Store, type: SubjectType, ids: readonl
   return out
 }
 
-export type FunnelRow = { stage: string; entered: number; converted: number; stalled: number; q: (number | null)[]; samples: number }
+/** One group of the funnel: a stage, and (when split) fired or not (1 / 0) and the month of entry; NULL where not split. */
+export type FunnelRow = {
+  stage: string
+  fired: number | null
+  cohort: string | null
+  entered: number
+  converted: number
+  stalled: number
+  q: (number | null)[]
+  samples: number
+}
+
+export type FunnelQuery = {
+  type: SubjectType
+  from: number
+  to: number
+  first: string
+  order: readonly string[]
+  /** Split by whether the subject fired this rule by `to`. */
+  signal?: string
+  /** Split by month of entry. */
+  cohort?: 'month'
+}
 
 /**
- * Per stage, over entries in [from, to]: the subjects that entered it, of them those that later
- * reached a higher stage, those still there, and the 0.5 / 0.9 quantiles of the seconds spent in
- * it (of those that left). A subject's entry into `first` is its first_seen.
+ * Per stage: entries in the period, conversions to a later stage, stalls, time-in-stage
+ * quantiles. One pass, grouped per stage and, as asked, per fired / not fired and per month of
+ * entry (group_by_use_nulls: a column outside a grouping set reads NULL).
  */
-export function funnelRows(store: Store, q: { type: SubjectType; from: number; to: number; first: string; order: readonly string[] }): Promise<FunnelRow[]> {
+export function funnelRows(store: Store, q: FunnelQuery): Promise<FunnelRow[]> {
   const seen = SEEN[q.type]
+  const signal = q.signal !== undefined
+  const cohort = q.cohort === 'month'
+  const sets = ['(stage)', ...(signal ? ['(stage, fired)'] : []), ...(cohort ? ['(stage, cohort)'] : []), ...(signal && cohort ? ['(stage, fired, cohort)'] : [])]
   return store.query<FunnelRow>(
     `WITH entries AS (
        SELECT subject_id, to_stage AS stage, at, id FROM stage_transitions_v1 FINAL
@@ -120,6 +145,8 @@ export function funnelRows(store: Store, q: { type: SubjectType; from: number; t
        WINDOW w AS (PARTITION BY subject_id ORDER BY at, id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING)
      )
      SELECT stage,
+            ${signal ? `subject_id IN (SELECT subject_id FROM signals_v1 WHERE rule_id = {rule:String} AND subject_type = {type:String} AND fired_at <= {to:DateTime64(3, 'UTC')})` : 'CAST(NULL AS Nullable(UInt8))'} AS fired,
+            ${cohort ? 'toString(toStartOfMonth(at))' : 'CAST(NULL AS Nullable(String))'} AS cohort,
             uniqExact(subject_id) AS entered,
             uniqExactIf(subject_id, later_rank > rank) AS converted,
             uniqExactIf(subject_id, next_at IS NULL) AS stalled,
@@ -127,7 +154,8 @@ export function funnelRows(store: Store, q: { type: SubjectType; from: number; t
             countIf(next_at IS NOT NULL) AS samples
      FROM seq
      WHERE at >= {from:DateTime64(3, 'UTC')}
-     GROUP BY stage`,
-    { type: q.type, from: chTime(q.from), to: chTime(q.to), first: q.first, order: q.order },
+     GROUP BY GROUPING SETS (${sets.join(', ')})
+     SETTINGS group_by_use_nulls = 1`,
+    { type: q.type, from: chTime(q.from), to: chTime(q.to), first: q.first, order: q.order, ...(signal ? { rule: q.signal } : {}) },
   )
 }

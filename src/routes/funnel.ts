@@ -5,6 +5,7 @@ import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { SubjectType } from '../signals.js'
+import { getRule } from '../../rules/store.js'
 import { IsoTime } from './rules.js'
 
 const DAY = 86_400_000
@@ -15,6 +16,10 @@ export const FunnelQuery = z
     from: IsoTime.optional(),
     to: IsoTime.optional(),
     subject_type: SubjectType.default('account'),
+    /** A rule id: split the figures between subjects that fired it and those that did not. */
+    signal: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, 'must be a rule id').optional(),
+    /** `month`: the funnel of each month of entry (the conversion-rate trend). */
+    cohort: z.enum(['month']).optional(),
   })
 
 /** The funnel report (admin): per stage, entered, conversion to the next, time in stage, stalls. */
@@ -30,7 +35,10 @@ export function funnelRoutes(deps: AppDeps, lifecycle: Lifecycle) {
     const to = parsed.data.to ?? now()
     const from = parsed.data.from ?? to - 90 * DAY
     if (from > to) throw new ApiError({ code: 'BAD_REQUEST', message: 'from is after to', details: [{ path: 'from', message: 'must not be after to' }] })
-    return c.json(await lifecycle.funnel(parsed.data.subject_type, from, to))
+    const { subject_type, signal, cohort } = parsed.data
+    // A deleted rule still has its signals: any version will do.
+    if (signal && !(await getRule(deps.store, signal))) throw new ApiError({ code: 'NOT_FOUND', message: `no rule ${signal}`, details: [{ path: 'signal', message: 'no such rule' }] })
+    return c.json(await lifecycle.funnel(subject_type, from, to, { signal, cohort }))
   })
   return app
 }

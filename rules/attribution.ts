@@ -67,3 +67,26 @@ export function ownedBy(keys: string, accounts?: string): string {
   const byKey = `(user_id IN ${keys} OR (user_id = '' AND anonymous_id IN ${keys}))`
   return accounts ? `(account_id IN ${accounts} OR (account_id = '' AND ${byKey}))` : byKey
 }
+
+/**
+ * Event rows attributed to their subjects, one row per (event, subject): the columns `cols` of
+ * `source` (an SQL table expression over events rows, aliased `event`) with `subject_id` and
+ * `user_key`. `links` is a SELECT of (previous_id, user_id) covering the rows' raw identities;
+ * `ids` (an SQL set) keeps those subjects. A per-event join: for a few subjects (a profile's
+ * usage series); the rule queries aggregate per raw identity first (rules/compile/query.ts).
+ */
+export function attributedEvents(subject: 'account' | 'user', opts: { source: string; links: string; ids: string; cols: string[] }): string {
+  const cols = opts.cols.map((c) => `event.${c} AS ${c}`).join(', ')
+  const resolved = `SELECT ${cols}, event.account_id AS account_id, ${userKey('event', 'link')} AS user_key, ${isKnown('event', 'link')} AS known
+    FROM ${opts.source}
+    LEFT ANY JOIN (${opts.links}) AS link ON link.previous_id = ${rawIdentity('event')}`
+  const names = opts.cols.join(', ')
+  return subject === 'account'
+    ? `SELECT subject_id, user_key, ${names} FROM (
+    SELECT resolved.*, ${accountsOf('resolved', 'members')} AS accounts
+    FROM (${resolved}) AS resolved
+    LEFT ANY JOIN (${memberAccounts(opts.ids)}) AS members ON members.user_id = resolved.user_key
+  ) ARRAY JOIN accounts AS subject_id
+  WHERE subject_id IN ${opts.ids}`
+    : `SELECT user_key AS subject_id, user_key, ${names} FROM (${resolved}) WHERE known AND user_key IN ${opts.ids}`
+}

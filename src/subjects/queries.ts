@@ -1,3 +1,6 @@
+import { attributedEvents, boundLinks, ownedBy } from '../../rules/attribution.js'
+import { Params } from '../../rules/compile/sql.js'
+import { loadScope } from '../../rules/scope.js'
 import type { SubjectType } from '../signals.js'
 import { idChunks } from '../store/ids.js'
 import type { Store } from '../store/store.js'
@@ -15,26 +18,28 @@ const T = {
   user: { seen: 'users_v1', column: 'user_id', traits: 'user_traits_v1', other: 'account_id' },
 } as const
 
-/** Which events are a subject's: the same attribution as the rules (rules/compile.ts). */
-const EVENTS_OF = {
-  account: `(account_id = {id:String}
-    OR (account_id = '' AND user_id != '' AND user_id IN (SELECT user_id FROM memberships_v1 WHERE account_id = {id:String})))`,
-  user: `(user_id = {id:String}
-    OR (user_id != '' AND user_id IN (SELECT previous_id FROM identities_v1 WHERE user_id = {id:String}))
-    OR (user_id = '' AND anonymous_id != '' AND anonymous_id IN (SELECT previous_id FROM identities_v1 WHERE user_id = {id:String})))`,
-} as const
-
-/** A subject's activity per UTC day over the last USAGE_DAYS days, oldest first, days without activity included. */
+/**
+ * A subject's activity per UTC day over the last USAGE_DAYS days, oldest first, days without
+ * activity included: distinct messages and distinct users, attributed as the rules attribute them
+ * (rules/attribution.ts), so a chart and the figure a rule fired on agree.
+ */
 export async function usagePerDay(store: Store, type: SubjectType, id: string, now: number): Promise<UsageDay[]> {
   const today = Math.floor(now / DAY) * DAY
   const start = today - (USAGE_DAYS - 1) * DAY
+  // The raw ids that can be the subject's and their resolution: what an incremental rule run reads.
+  const scope = await loadScope(store, type, [id], now)
+  const p = new Params()
+  const ids = p.bind([id], 'Array(String)')
+  const source = `(SELECT user_id, anonymous_id, account_id, timestamp, message_key FROM events_v1
+    WHERE type IN ('track', 'page', 'screen') AND timestamp >= ${p.time(start)} AND timestamp <= ${p.time(now)}
+      AND ${ownedBy(p.bind(scope.keys, 'Array(String)'), type === 'account' ? ids : undefined)}) AS event`
+  const attributed = attributedEvents(type, { source, links: boundLinks(p, scope.links), ids, cols: ['timestamp', 'message_key'] })
   const rows = await store.query<{ day: string; events: number; active_users: number }>(
-    `SELECT toString(toDate(timestamp)) AS day, count() AS events, uniqExactIf(user_id, user_id != '') AS active_users
-     FROM events_v1
-     WHERE type IN ('track', 'page', 'screen') AND timestamp >= {from:DateTime64(3, 'UTC')} AND timestamp <= {to:DateTime64(3, 'UTC')}
-       AND ${EVENTS_OF[type]}
-     GROUP BY day`,
-    { id, from: chTime(start), to: chTime(now) },
+    `SELECT toString(toDate(timestamp)) AS day, uniqExact(message_key) AS events, uniqExact(user_key) AS active_users
+     FROM (${attributed})
+     GROUP BY day
+     SETTINGS join_use_nulls = 0`,
+    p.values,
   )
   const byDay = new Map(rows.map((r) => [r.day, r]))
   return Array.from({ length: USAGE_DAYS }, (_, i) => {

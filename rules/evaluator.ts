@@ -449,10 +449,20 @@ export class Evaluator {
       }
     }
     if (toResolve.length) {
+      // A resolved signal carries what was measured as it resolved (why it cleared), not what it
+      // fired with (the fired event in the log keeps that). A full run returns matched subjects
+      // only, so the ones it resolves are measured again.
+      const unmeasured = toResolve.filter((r) => !bySubject.has(r.subjectId)).map((r) => r.subjectId)
+      if (unmeasured.length) {
+        const [remeasured] = await runRules(this.#store, [rule], { asOf: now, subjectIds: unmeasured, shard: this.#opts.shard })
+        for (const m of remeasured ?? []) bySubject.set(m.subjectId, m)
+      }
       const open = await signalsById(this.#store, toResolve.map((r) => r.prev.id))
       for (const s of open) {
         if (s.status !== 'open') continue
-        const signal: Signal = { ...s, status: 'resolved', resolved_at: new Date(now).toISOString() }
+        const m = bySubject.get(s.subject.id)
+        const measured = m ? { score: m.score ?? null, reasons: m.reasons } : {}
+        const signal: Signal = { ...s, ...measured, status: 'resolved', resolved_at: new Date(now).toISOString() }
         pending.push({ key: `resolve|${s.id}`, change: { type: 'signal.resolved', signal } })
       }
     }

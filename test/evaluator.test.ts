@@ -105,6 +105,36 @@ describe('evaluator', () => {
     expect(again.fired[0]?.id).not.toBe(first.id)
   })
 
+  it('a resolved signal carries the reasons measured when it resolved, in full and incremental runs', async () => {
+    await rule('why', { where: [{ trait: 'plan', op: 'exists', value: false }] })
+    await db.put([
+      ...many(3, NOW - 2 * DAY, NOW - HOUR, { event: 'why event', accountId: 'why-full', userId: 'w1' }),
+      ...many(4, NOW - 2 * DAY, NOW - HOUR, { event: 'why event', accountId: 'why-incr', userId: 'w2' }),
+    ])
+    const { e, clock } = evaluator()
+    const fired = (await e.evaluate({ ruleIds: ['why'] })).fired
+    const measured = (s: Signal | undefined) => s?.reasons.map((r) => [r.measured, r.passed])
+    expect(fired.map((s) => [s.subject.id, measured(s)])).toEqual([
+      ['why-full', [[null, true], [3, true]]],
+      ['why-incr', [[null, true], [4, true]]],
+    ])
+    // Later, the window holds two events of each account: both leave the condition (≥ 3).
+    clock.now = NOW + 7 * DAY - 20 * HOUR
+    const incr = await e.evaluate({ ruleIds: ['why'], subjects: { account: ['why-incr'], user: [] } })
+    expect(incr.resolved.map((s) => [s.subject.id, s.status, measured(s)])).toEqual([['why-incr', 'resolved', [[null, true], [2, false]]]])
+    const full = await e.evaluate({ ruleIds: ['why'] })
+    expect(full.resolved.map((s) => [s.subject.id, s.status, measured(s)])).toEqual([['why-full', 'resolved', [[null, true], [2, false]]]])
+    // The fired event keeps the reasons it fired with; the stored signal shows the latest.
+    const log = await db.store.query<{ type: string; signal: string }>(
+      "SELECT type, signal FROM signal_events_v1 WHERE signal_id = {id:String} ORDER BY event_id",
+      { id: fired[0]?.id },
+    )
+    expect(log.map((r) => [r.type, measured(JSON.parse(r.signal) as Signal)])).toEqual([
+      ['signal.fired', [[null, true], [3, true]]],
+      ['signal.resolved', [[null, true], [2, false]]],
+    ])
+  })
+
   it('respects the cooldown: a re-entry within it fires only once it has passed, one after it fires at once', async () => {
     const r = parseRule({
       id: 'cool',

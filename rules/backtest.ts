@@ -1,6 +1,6 @@
 import type { Reason, SubjectType } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
-import { cooldownOf, decide, type EntryState } from './evaluator.js'
+import { cooldownOf, decide, type EntryState } from './evaluator/decide.js'
 import { runRule, type RuleMatch } from './run.js'
 import type { Rule } from './schema.js'
 

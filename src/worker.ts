@@ -2,7 +2,7 @@ import type { Logger } from 'pino'
 import type { Evaluator } from '../rules/evaluator.js'
 import { createApp } from './app.js'
 import { consumeIngestBatch } from './edge/consumer.js'
-import { runScheduled, touchedSubjects } from './edge/cron.js'
+import { evaluateOnIngest, runScheduled } from './edge/cron.js'
 import { consumeDeliveryBatch, queueDeliveries, sendDeliveryMessages } from './edge/deliveries.js'
 import { type EdgeConfig, configFromBindings, type WorkerEnv } from './edge/config.js'
 import { createEdgeLogger } from './edge/logger.js'
@@ -89,11 +89,7 @@ export default {
       store: rt.store,
       logger: rt.logger,
       retryBaseSeconds: rt.config.QUEUE_RETRY_BASE_SECONDS,
-      // The subjects these events touched are evaluated right away (after the ack), so a crossed
-      // threshold becomes a signal within seconds instead of at the next Cron Trigger.
-      onStored: rt.config.EVAL_ON_INGEST
-        ? (events) => ctx.waitUntil(rt.evaluator.evaluate({ subjects: touchedSubjects(events) }).catch((err) => rt.logger.error({ err }, 'incremental evaluation failed')))
-        : undefined,
+      onStored: rt.config.EVAL_ON_INGEST ? evaluateOnIngest(rt.evaluator, rt.logger, (work) => ctx.waitUntil(work)) : undefined,
     })
   },
 

@@ -1,9 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { chTime } from '../src/time.js'
 import { decide, Evaluator } from '../rules/evaluator.js'
 import { IDENTITY_CHANGE, type RuleEvents, ruleEvents, touches } from '../rules/relevance.js'
 import { parseRule } from '../rules/schema.js'
 import { defaultsDir, deleteRule, putRule, readRuleDir } from '../rules/store.js'
+import { evaluateOnIngest } from '../src/edge/cron.js'
 import { type Signal, SignalBus, type SignalEvent } from '../src/signals.js'
 import { DAY, HOUR, NOW, ev, many, openRuleStore } from './rules-fixtures.js'
 
@@ -278,6 +280,54 @@ describe('evaluator', () => {
     while (!seen.some((x) => x.data.rule_id === 'touch') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
     expect(seen.filter((x) => x.data.rule_id === 'touch').map((x) => [x.type, x.data.subject.id])).toEqual([['signal.fired', 'touch-a']])
     await e.stop()
+  })
+
+  it('the Worker and Node evaluate the same subjects for the same block: anonymous and aliased ids followed, with what touched them', async () => {
+    // anon-tb was identified as u-tb (member of acct-tb); old-tb2 is an alias of u-tb2 (member of acct-tb2).
+    await db.put([
+      ev({ type: 'identify', at: NOW - DAY, userId: 'u-tb', anonymousId: 'anon-tb' }),
+      ev({ type: 'group', at: NOW - DAY, userId: 'u-tb', accountId: 'acct-tb', traits: {} }),
+      ev({ type: 'alias', at: NOW - DAY, userId: 'u-tb2', previousId: 'old-tb2' }),
+      ev({ type: 'group', at: NOW - DAY, userId: 'u-tb2', accountId: 'acct-tb2', traits: {} }),
+    ])
+    const block = [
+      ev({ at: NOW - HOUR, event: 'Read', anonymousId: 'anon-tb' }),
+      ev({ at: NOW - HOUR, event: 'Read', userId: 'old-tb2' }),
+      ev({ at: NOW - HOUR, event: 'Other', userId: 'u-tb3', accountId: 'acct-tb3' }),
+    ]
+    await db.put(block)
+    /** The evaluations an evaluator is asked for, as plain data (the runs themselves are not the point here). */
+    const asked = (e: Evaluator) => {
+      const calls: unknown[] = []
+      vi.spyOn(e, 'evaluate').mockImplementation(async (o = {}) => {
+        const by = (m: Map<string, Set<string>> | undefined) => Object.fromEntries([...(m ?? [])].map(([id, w]) => [id, [...w].sort()]).sort())
+        calls.push({ account: [...(o.subjects?.account ?? [])].sort(), user: [...(o.subjects?.user ?? [])].sort(), by: { account: by(o.touchedBy?.account), user: by(o.touchedBy?.user) } })
+        return { fired: [], resolved: [], errors: [] }
+      })
+      return calls
+    }
+    const node = evaluator({ debounceMs: 10 }).e
+    const nodeAsked = asked(node)
+    node.touch(block)
+    await vi.waitFor(() => expect(nodeAsked).toHaveLength(1))
+    await node.stop()
+    // The Worker: the queue consumer's onStored as src/worker.ts wires it.
+    const edge = evaluator().e
+    const edgeAsked = asked(edge)
+    const waiting: Promise<unknown>[] = []
+    evaluateOnIngest(edge, pino({ level: 'silent' }), (work) => waiting.push(work))(block)
+    await Promise.all(waiting)
+    expect(edgeAsked).toEqual(nodeAsked)
+    expect(edgeAsked).toEqual([
+      {
+        account: ['acct-tb', 'acct-tb2', 'acct-tb3'],
+        user: ['old-tb2', 'u-tb', 'u-tb2', 'u-tb3'],
+        by: {
+          account: { 'acct-tb': ['Read'], 'acct-tb2': ['Read'], 'acct-tb3': ['Other'] },
+          user: { 'old-tb2': ['Read'], 'u-tb': ['Read'], 'u-tb2': ['Read'], 'u-tb3': ['Other'] },
+        },
+      },
+    ])
   })
 
   it('an incremental run gives a rule only the subjects touched by what it reads; later touches run after it', async () => {

@@ -1,3 +1,4 @@
+import { shardPredicate } from '../../src/store/shard.js'
 import { accountsOf, boundLinks, identityLinks, isKnown, memberAccounts, ownedBy, rawIdentity, userKey } from '../attribution.js'
 import type { Rule } from '../schema.js'
 import type { Scope } from '../scope.js'
@@ -37,7 +38,7 @@ export type QueryOptions = {
 
 /** The shard filter on a subject id column ('' without sharding). */
 export function shardFilter(p: Params, opts: QueryOptions, col: string): string {
-  return opts.shard ? `cityHash64(${col}) % ${p.bind(opts.shard.count, 'UInt64')} = ${p.bind(opts.shard.index, 'UInt64')}` : ''
+  return opts.shard ? shardPredicate(col, opts.shard, (v, t) => p.bind(v, t)) : ''
 }
 
 /** `subjects`: the requested ids, or every subject seen by asOf. */

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino'
+import type { EventRow } from '../../ingest/normalize.js'
 import type { EvaluationResult, Evaluator } from '../../rules/evaluator.js'
 
 export type CronDeps = {
@@ -37,13 +38,12 @@ export async function runScheduled(deps: CronDeps): Promise<CronResult> {
   return out
 }
 
-/** The subjects a block of stored events touches, for an incremental evaluation. */
-export function touchedSubjects(events: readonly { account_id: string; user_id: string }[]) {
-  const account = new Set<string>()
-  const user = new Set<string>()
-  for (const e of events) {
-    if (e.account_id) account.add(e.account_id)
-    if (e.user_id) user.add(e.user_id)
-  }
-  return { account: [...account], user: [...user] }
+/**
+ * The queue consumer's `onStored` on Workers: the subjects a stored block touched are evaluated
+ * right away (after the ack, under `waitUntil`), so a crossed threshold becomes a signal within
+ * seconds instead of at the next Cron Trigger. They are the subjects Node's debounced run
+ * evaluates for the same block (Evaluator.evaluateTouched and Evaluator.touch share touched.ts).
+ */
+export function evaluateOnIngest(evaluator: Pick<Evaluator, 'evaluateTouched'>, logger: Logger, waitUntil: (work: Promise<unknown>) => void) {
+  return (events: EventRow[]) => waitUntil(evaluator.evaluateTouched(events).catch((err) => logger.error({ err }, 'incremental evaluation failed')))
 }

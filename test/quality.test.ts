@@ -7,7 +7,7 @@ import { qualityReport, wilson } from '../src/quality/quality.js'
 import { qualityQuery } from '../src/quality/queries.js'
 import { recordFeedback } from '../src/feedback/feedback.js'
 import { newSignalId, recordSignalEvents, type Signal } from '../src/signals.js'
-import { DAY, HOUR, NOW, ev, group, openRuleStore } from './rules-fixtures.js'
+import { DAY, HOUR, NOW, ev, group, identify, openRuleStore } from './rules-fixtures.js'
 
 let db: Awaited<ReturnType<typeof openRuleStore>>
 beforeAll(async () => {
@@ -184,9 +184,12 @@ describe('the quality report', () => {
   it('judges by an event outcome with property filters, on the account and through its members', async () => {
     await outcome({ id: 'q-order', subject: 'account', reached: { event: 'Order Completed', where: [{ property: 'total', op: 'gte', value: 100 }] } })
     const seen = FROM - 10 * DAY
-    await db.put(['a', 'b', 'c', 'd'].map((id) => account(id, 'free', seen)))
-    for (const id of ['a', 'b', 'c']) await fire('q-pql', id, FROM + DAY)
+    await db.put(['a', 'b', 'c', 'd', 'e'].map((id) => account(id, 'free', seen)))
+    for (const id of ['a', 'b', 'c', 'e']) await fire('q-pql', id, FROM + DAY)
     await db.put([
+      // e: its member ordered before signing in; identify joins that anonymous history to the member.
+      ev({ event: 'Order Completed', anonymousId: 'anon-e', properties: { total: 300 }, at: FROM + 2 * DAY }),
+      identify('e-u', {}, FROM + 3 * DAY, 'anon-e'),
       // a: tagged with the account; b: untagged, from its member; c: too small an order.
       ev({ event: 'Order Completed', userId: 'a-u', accountId: 'a', properties: { total: 250 }, at: FROM + 2 * DAY }),
       ev({ event: 'Order Completed', userId: 'b-u', properties: { total: 100 }, at: FROM + 3 * DAY }),
@@ -194,7 +197,7 @@ describe('the quality report', () => {
       ev({ event: 'Order Completed', userId: 'd-u', accountId: 'd', properties: { total: 500 }, at: FROM + 2 * DAY }),
     ])
     const r = await qualityReport(db.store, pqlRule({ outcome: 'q-order' }), { from: FROM, to: TO, now: NOW })
-    expect([r.fired, r.fired_reached, r.counts.not_fired.subjects, r.counts.not_fired.reached]).toEqual([3, 2, 1, 1])
+    expect([r.fired, r.fired_reached, r.counts.not_fired.subjects, r.counts.not_fired.reached]).toEqual([4, 3, 1, 1])
   })
 
   it('takes subjects as eligible from the moment their traits admit them in the period', async () => {

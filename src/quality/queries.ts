@@ -1,4 +1,5 @@
 import { chTime } from '../time.js'
+import { accountsOf, identityLinks, isKnown, memberAccounts, rawIdentity, userKey } from '../../rules/attribution.js'
 import { Params, documentPredicate, valuePredicate } from '../../rules/compile/sql.js'
 import type { PropertyFilter, TraitFilter } from '../../rules/schema.js'
 import type { SubjectType } from '../signals.js'
@@ -68,20 +69,16 @@ function eventSql(p: Params, event: string | string[], where: readonly PropertyF
     `timestamp <= ${hi}`,
     ...where.map((f) => documentPredicate(p, 'properties', f.property, f)),
   ].join(' AND ')
-  // As the rules see them: an account's events carry its id or come from its members untagged; a
-  // user's events carry the user id or an anonymous id later linked to it.
-  if (type === 'account') {
-    return `SELECT account_id AS subject_id, timestamp AS at FROM events_v1 WHERE ${filters} AND account_id != ''
-  UNION ALL
-  SELECT m.account_id AS subject_id, e.at AS at
-    FROM (SELECT user_id, timestamp AS at FROM events_v1 WHERE ${filters} AND account_id = '' AND user_id != '') AS e
-    INNER JOIN (SELECT DISTINCT account_id, user_id FROM memberships_v1) AS m ON m.user_id = e.user_id`
-  }
-  return `SELECT user_id AS subject_id, timestamp AS at FROM events_v1 WHERE ${filters} AND user_id != ''
-  UNION ALL
-  SELECT i.user_id AS subject_id, e.at AS at
-    FROM (SELECT anonymous_id, timestamp AS at FROM events_v1 WHERE ${filters} AND user_id = '' AND anonymous_id != '') AS e
-    INNER JOIN (SELECT DISTINCT previous_id, user_id FROM identities_v1) AS i ON i.previous_id = e.anonymous_id`
+  // Events belong to subjects as the rules see them (rules/attribution.ts).
+  const resolved = `SELECT ${userKey('e', 'link')} AS user_key, ${isKnown('e', 'link')} AS known, e.account_id AS account_id, e.at AS at
+    FROM (SELECT user_id, anonymous_id, account_id, timestamp AS at FROM events_v1 WHERE ${filters}) AS e
+    LEFT ANY JOIN (${identityLinks()}) AS link ON link.previous_id = ${rawIdentity('e')}`
+  if (type === 'user') return `SELECT user_key AS subject_id, at FROM (${resolved}) WHERE known`
+  return `SELECT subject_id, at FROM (
+      SELECT ${accountsOf('resolved', 'members')} AS accounts, resolved.at AS at
+      FROM (${resolved}) AS resolved
+      LEFT ANY JOIN (${memberAccounts()}) AS members ON members.user_id = resolved.user_key
+    ) ARRAY JOIN accounts AS subject_id`
 }
 
 /** A trait row is a change into the outcome when its value passes and the value before did not. */

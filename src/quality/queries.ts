@@ -179,9 +179,11 @@ FROM (
   SELECT c.subject_id, any(c.fired) AS is_fired,
          -- The horizon has not elapsed: neither a success nor a failure yet.
          dateDiff('millisecond', any(c.ref), ${now}) < ${h} AS is_pending,
-         -- A subject without outcomes meets the join's default row (an empty id), which never counts.
-         countIf(o.subject_id != '' AND o.at >= c.ref AND dateDiff('millisecond', c.ref, o.at) <= ${h}) > 0 AS is_hit,
-         toFloat64(dateDiff('millisecond', any(c.ref), minIf(o.at, o.subject_id != '' AND o.at >= c.ref AND dateDiff('millisecond', c.ref, o.at) <= ${h}))) / 1000 AS lead_s
+         -- An outcome counts strictly after the fire (or the moment of eligibility): one at that very
+         -- moment was not predicted. A subject without outcomes meets the join's default row (an
+         -- empty id), which never counts.
+         countIf(o.subject_id != '' AND o.at > c.ref AND dateDiff('millisecond', c.ref, o.at) <= ${h}) > 0 AS is_hit,
+         toFloat64(dateDiff('millisecond', any(c.ref), minIf(o.at, o.subject_id != '' AND o.at > c.ref AND dateDiff('millisecond', c.ref, o.at) <= ${h}))) / 1000 AS lead_s
   FROM cohort AS c
   LEFT JOIN (${outcomeSql(p, s.outcome, s.subject, from, until)}) AS o ON o.subject_id = c.subject_id
   GROUP BY c.subject_id

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import { until } from './poll.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
@@ -73,21 +74,22 @@ export function spawnServer(env: Record<string, string>): Child {
 
 /** Poll GET /health until it answers 200; fail early if the process ends first. */
 export async function waitReady(child: Child, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  let ended: number | string | undefined
-  void child.exited.then((code) => {
-    ended = code
+  let ended = false
+  const exited = child.exited.then((code) => {
+    ended = true
+    throw new Error(`the server exited (${code}) before it was ready:\n${child.stderr().slice(-3000)}`)
   })
-  for (;;) {
-    if (ended !== undefined) throw new Error(`the server exited (${ended}) before it was ready:\n${child.stderr().slice(-3000)}`)
-    try {
+  const ready = until(
+    async () => {
+      if (ended) return true
+      // Not listening yet is a failed fetch: polled again.
       const res = await fetch(`${child.url}/health`)
-      if (res.status === 200) return
       await res.body?.cancel()
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`not ready within ${timeoutMs} ms:\n${child.stderr().slice(-3000)}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
+      return res.status === 200
+    },
+    { timeoutMs, everyMs: 50, what: 'GET /health to answer 200' },
+  ).catch((err: Error) => {
+    throw new Error(`not ready within ${timeoutMs} ms (${err.message}):\n${child.stderr().slice(-3000)}`)
+  })
+  await Promise.race([ready, exited])
 }

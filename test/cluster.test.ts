@@ -78,15 +78,22 @@ describe('cluster mode DDL (CLICKHOUSE_CLUSTER)', () => {
   })
 
   it('keeps rows that replace or merge with each other on one shard: keys use sorting-key columns only', () => {
+    const checked: string[] = []
     for (const m of readMigrations()) {
       for (const sql of m.statements) {
         const t = sql.match(/^CREATE TABLE IF NOT EXISTS (\w+)[\s\S]*ENGINE = (Replacing|Aggregating|Summing|Collapsing)MergeTree/)
         if (!t || !SHARDING_KEYS[t[1] as string]) continue
         const cols = sortingKey(sql) ?? []
         const used = (SHARDING_KEYS[t[1] as string] as string).match(/\b[a-z_]+(?=\s*[,)])/g) ?? []
+        expect(used.length, `${t[1]}: the sharding key names no column`).toBeGreaterThan(0)
         for (const c of used) expect(cols, `${t[1]}: ${c}`).toContain(c)
+        checked.push(t[1] as string)
       }
     }
+    // The loop skips what its pattern does not match: these tables at least must have been checked.
+    expect(checked).toEqual(
+      expect.arrayContaining(['users_v1', 'accounts_v1', 'user_traits_v1', 'account_traits_v1', 'memberships_v1', 'activity_daily_v1', 'stage_transitions_v1']),
+    )
   })
 
   it('keeps engine parameters and asks Replicated tables for the dedup window the single-node table asked for', () => {

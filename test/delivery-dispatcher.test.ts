@@ -6,7 +6,8 @@ import { SignalBus } from '../src/signals.js'
 import { migrate } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'
 import type { Store } from '../src/store/store.js'
-import { fire, makeSignal, type Receiver, startReceiver, until, verify } from './delivery-helpers.js'
+import { fire, makeSignal, type Receiver, startReceiver, verify } from './delivery-helpers.js'
+import { until } from './poll.js'
 import { tempDir } from './harness.js'
 
 // The dispatcher on its own (a real embedded store, no HTTP server): what is hard to reach

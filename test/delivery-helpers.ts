@@ -4,22 +4,6 @@ import { Webhook } from 'standardwebhooks'
 import { newSignalId, recordSignalEvents, type Signal, type SignalBus, type SignalEvent, type SignalEventType } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
 
-/** Poll a condition until it holds or the deadline passes (never a fixed sleep). */
-export async function until<T>(check: () => T | Promise<T>, opts: { timeoutMs?: number; what?: string; everyMs?: number } = {}): Promise<NonNullable<T>> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 15_000)
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await check()
-      if (v) return v as NonNullable<T>
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? 'a condition'}${last ? `: ${String(last)}` : ''}`)
-    await new Promise((r) => setTimeout(r, opts.everyMs ?? 20))
-  }
-}
-
 export type Received = { headers: IncomingHttpHeaders; body: string; at: number; n: number }
 export type Reply = { status: number; headers?: Record<string, string>; body?: string; delayMs?: number; after?: Promise<unknown> }
 

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Delivery } from '../src/delivery/outbox.js'
 import type { DeliveryList } from '../src/routes/webhooks.js'
-import { fire, freePort, makeSignal, type Receiver, startReceiver, until, verify } from './delivery-helpers.js'
+import { fire, freePort, makeSignal, type Receiver, startReceiver, verify } from './delivery-helpers.js'
+import { until } from './poll.js'
 import { startTestServer, type TestServer } from './harness.js'
 
 let sb: TestServer

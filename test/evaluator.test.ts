@@ -7,6 +7,7 @@ import { parseRule } from '../rules/schema.js'
 import { defaultsDir, deleteRule, putRule, readRuleDir } from '../rules/store.js'
 import { evaluateOnIngest } from '../src/edge/cron.js'
 import { type Signal, SignalBus, type SignalEvent } from '../src/signals.js'
+import { until } from './poll.js'
 import { DAY, HOUR, NOW, ev, many, openRuleStore } from './rules-fixtures.js'
 
 let db: Awaited<ReturnType<typeof openRuleStore>>
@@ -276,8 +277,7 @@ describe('evaluator', () => {
     const rows = many(3, NOW - DAY, NOW - HOUR, { event: 'touch event', userId: 'u-touch' })
     await db.put(rows)
     e.touch(rows)
-    const deadline = Date.now() + 10_000
-    while (!seen.some((x) => x.data.rule_id === 'touch') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    await until(() => seen.some((x) => x.data.rule_id === 'touch'), { timeoutMs: 10_000 })
     expect(seen.filter((x) => x.data.rule_id === 'touch').map((x) => [x.type, x.data.subject.id])).toEqual([['signal.fired', 'touch-a']])
     await e.stop()
   })
@@ -347,18 +347,14 @@ describe('evaluator', () => {
     ]
     await db.put(touch)
     e.touch(touch)
-    const until = async (want: string[]) => {
-      const deadline = Date.now() + 10_000
-      while (!want.every((w) => fired.includes(w)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
-      expect(fired).toEqual(expect.arrayContaining(want))
-    }
-    await until(['relev-any:rel-a', 'relev-any:rel-b', 'relev:rel-b'])
+    const firedAll = (want: string[]) => vi.waitFor(() => expect(fired).toEqual(expect.arrayContaining(want)), { timeout: 10_000, interval: 20 })
+    await firedAll(['relev-any:rel-a', 'relev-any:rel-b', 'relev:rel-b'])
     expect(fired).not.toContain('relev:rel-a')
     // A later touch with the event the rule reads.
     const more = [ev({ at: NOW - HOUR, event: 'relev event', accountId: 'rel-c', userId: 'u-rel-c' })]
     await db.put(more)
     e.touch(more)
-    await until(['relev:rel-c'])
+    await firedAll(['relev:rel-c'])
     await e.stop()
     expect(fired.filter((f) => f.startsWith('relev:')).sort()).toEqual(['relev:rel-b', 'relev:rel-c'])
     // The skipped subject was eligible all along: the periodic full run fires it.

@@ -5,6 +5,7 @@ import { GroupCommitWriter } from '../ingest/writer.js'
 import { StoreUnavailableError } from '../src/errors.js'
 import type { Store } from '../src/store/store.js'
 import { APP_KEY, startTestServer, type TestServer, WRITE_KEY } from './harness.js'
+import { until } from './poll.js'
 
 // What ingestion leaves in the store: rejected messages kept with their reason, exact
 // deduplication (across resends, restarts, one batch, concurrent requests), clock-skew
@@ -397,13 +398,6 @@ describe('GroupCommitWriter', () => {
     }
     return { store: s, calls, release }
   }
-  const until = async (cond: () => boolean) => {
-    const deadline = Date.now() + 5000
-    while (!cond()) {
-      if (Date.now() > deadline) throw new Error('condition not met within 5 s')
-      await new Promise((r) => setTimeout(r, 5))
-    }
-  }
 
   it('pipelines two flushes: the second prepares during the first insert, and overlapping ids are stored once', async () => {
     const g = gated({ failFirst: false })
@@ -411,10 +405,10 @@ describe('GroupCommitWriter', () => {
     const ids = Array.from({ length: 7 }, () => uid('pipe'))
     const order: string[] = []
     const first = writer.write({ events: ids.slice(0, 5).map(event), errors: [] }).then(() => order.push('first'))
-    await until(() => g.calls.some((c) => c.table === 'events_v1'))
+    await until(() => g.calls.some((c) => c.table === 'events_v1'), { timeoutMs: 5000, everyMs: 5 })
     // ids 2..4 are in both blocks; the second block is written while the first is still held.
     const second = writer.write({ events: ids.slice(2).map(event), errors: [] }).then(() => order.push('second'))
-    await until(() => g.calls.filter((c) => c.table === 'users_v1').length === 2)
+    await until(() => g.calls.filter((c) => c.table === 'users_v1').length === 2, { timeoutMs: 5000, everyMs: 5 })
     expect(g.calls.filter((c) => c.table === 'events_v1')).toEqual([{ table: 'events_v1', rows: 5 }])
     g.release()
     await Promise.all([first, second])
@@ -429,9 +423,9 @@ describe('GroupCommitWriter', () => {
     const writer = new GroupCommitWriter(g.store, { flushMs: 1, maxRows: 5 })
     const ids = Array.from({ length: 7 }, () => uid('pipefail'))
     const first = writer.write({ events: ids.slice(0, 5).map(event), errors: [] })
-    await until(() => g.calls.some((c) => c.table === 'events_v1'))
+    await until(() => g.calls.some((c) => c.table === 'events_v1'), { timeoutMs: 5000, everyMs: 5 })
     const second = writer.write({ events: ids.slice(2).map(event), errors: [] })
-    await until(() => g.calls.filter((c) => c.table === 'users_v1').length === 2)
+    await until(() => g.calls.filter((c) => c.table === 'users_v1').length === 2, { timeoutMs: 5000, everyMs: 5 })
     g.release()
     await expect(first).rejects.toBeInstanceOf(StoreUnavailableError)
     await second

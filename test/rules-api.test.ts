@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { defaultsDir, readRuleDir } from '../rules/store.js'
 import type { Signal } from '../src/signals.js'
 import { startTestServer, type TestServer, WRITE_KEY } from './harness.js'
+import { until } from './poll.js'
 
 let sb: TestServer
 let defaults: string[] = []
@@ -342,12 +343,13 @@ describe('ingestion-triggered evaluation', () => {
     await track('live-acc', 'Live', 2)
     const started = Date.now()
     await track('live-acc', 'Live', 1, MIN)
-    let found: Signal[] = []
-    while (Date.now() - started < 10_000) {
-      found = (await json<{ data: Signal[] }>(await sb.admin('/v1/signals?rule_id=live-api'))).data
-      if (found.length) break
-      await new Promise((r) => setTimeout(r, 50))
-    }
+    const found = await until(
+      async () => {
+        const { data } = await json<{ data: Signal[] }>(await sb.admin('/v1/signals?rule_id=live-api'))
+        return data.length ? data : undefined
+      },
+      { what: 'the live signal', timeoutMs: 10_000, everyMs: 50 },
+    )
     expect(found.map((s) => s.subject.id)).toEqual(['live-acc'])
     expect(Date.now() - started).toBeLessThan(10_000)
   })

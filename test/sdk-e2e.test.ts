@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type SignalEvent, Signalbox, verifyWebhook } from '../sdk/src/index.js'
-import { type Receiver, startReceiver, until } from './delivery-helpers.js'
+import { type Receiver, startReceiver } from './delivery-helpers.js'
+import { until } from './poll.js'
 import { startTestServer, type TestServer, WRITE_KEY } from './harness.js'
 
 // The whole path, as a customer runs it: events sent with the SDK are stored, the evaluator (run

@@ -1,7 +1,8 @@
 import { WebhookVerificationError } from 'standardwebhooks'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { DeliveryList } from '../src/routes/webhooks.js'
-import { fire, makeSignal, type Receiver, startReceiver, until, verify } from './delivery-helpers.js'
+import { fire, makeSignal, type Receiver, startReceiver, verify } from './delivery-helpers.js'
+import { until } from './poll.js'
 import { ADMIN_TOKEN, startTestServer, type TestServer, WRITE_KEY } from './harness.js'
 
 let sb: TestServer

@@ -2,7 +2,8 @@ import { createServer, type IncomingMessage, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { Webhook } from 'standardwebhooks'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type ClickHouseHttp, startClickHouseHttp, startTestWorker, type TestWorker, until } from './worker-harness.js'
+import { type ClickHouseHttp, startClickHouseHttp, startTestWorker, type TestWorker } from './worker-harness.js'
+import { until } from './poll.js'
 
 // Webhooks on a Workers-only deployment: the Cron Trigger evaluates the rules and queues one
 // message per delivery on the delivery queue; its consumer sends the signed POST. A real local
@@ -63,7 +64,7 @@ const settled = (webhook: string, status: string) =>
   until(async () => {
     const [d, ...rest] = await deliveries(webhook)
     return d && rest.length === 0 && d.status === status ? d : undefined
-  }, `a ${status} delivery of ${webhook}`, 30_000)
+  }, { what: `a ${status} delivery of ${webhook}`, timeoutMs: 30_000 })
 const at = (path: string) => received.filter((r) => r.path === path)
 
 describe('webhook delivery on the edge', () => {
@@ -79,8 +80,8 @@ describe('webhook delivery on the edge', () => {
     expect((await w.post('/v1/batch', { batch })).status).toBe(200)
     await until(async () => {
       const [r] = await ch.store.query<{ n: number }>("SELECT count() AS n FROM events_v1 WHERE event = 'Hook Used'")
-      return Number(r?.n) === 2 ? true : undefined
-    }, 'the events to be stored')
+      return Number(r?.n) === 2
+    }, { what: 'the events to be stored', timeoutMs: 20_000 })
     const rule = { id: 'edge-hook', kind: 'pql', subject: 'account', when: { all: [{ metric: 'count', event: 'Hook Used', window: '7d', op: 'gte', value: 2 }] } }
     expect((await w.admin('/v1/rules/edge-hook', { method: 'PUT', body: JSON.stringify(rule) })).status).toBeLessThan(300)
 

@@ -120,13 +120,3 @@ export async function startTestWorker(opts: {
 
 export type TestWorker = Awaited<ReturnType<typeof startTestWorker>>
 
-/** Poll until `check` returns a value (not undefined), or fail after the deadline. */
-export async function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await check()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}

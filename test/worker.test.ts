@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ADMIN_TOKEN } from './harness.js'
-import { type CapturedRequest, type ClickHouseHttp, startClickHouseHttp, startTestWorker, type TestWorker, until } from './worker-harness.js'
+import { type CapturedRequest, type ClickHouseHttp, startClickHouseHttp, startTestWorker, type TestWorker } from './worker-harness.js'
+import { until } from './poll.js'
 
 // The Worker in workerd (wrangler dev, local queues) in front of ClickHouse's HTTP interface:
 // what it answers, what its queue consumer sends to ClickHouse, and what ends up stored.
@@ -23,7 +24,7 @@ const mid = () => `${run}-${++seq}`
 const stored = async (ids: string[]) =>
   Number((await ch.store.query<{ n: number }>('SELECT count() AS n FROM events_v1 WHERE message_id IN {ids:Array(String)}', { ids }))[0]?.n ?? 0)
 /** Wait until exactly `ids.length` events with these message ids are stored. */
-const storedOnce = (ids: string[]) => until(async () => ((await stored(ids)) === ids.length ? true : undefined), `${ids.length} events to be stored`)
+const storedOnce = (ids: string[]) => until(async () => (await stored(ids)) === ids.length, { what: `${ids.length} events to be stored`, timeoutMs: 20_000 })
 const since = (n: number) => ch.requests.slice(n)
 
 describe('the Worker in workerd', () => {
@@ -117,7 +118,7 @@ describe('the Worker in workerd', () => {
     expect(await res.json()).toMatchObject({ accepted: 1, rejected: [{ index: 1, path: 'event' }] })
     const row = await until(
       async () => (await ch.store.query<{ level: string; path: string; route: string }>('SELECT level, path, route FROM ingest_errors_v1 WHERE message_id = {id:String}', { id: bad }))[0],
-      'the rejected message to be recorded',
+      { what: 'the rejected message to be recorded', timeoutMs: 20_000 },
     )
     expect(row).toEqual({ level: 'error', path: 'event', route: '/v1/batch' })
     await storedOnce([good])
@@ -205,7 +206,7 @@ describe('rule evaluation on the edge', () => {
   it('the queue consumer evaluates the subjects a batch touched right after storing it', async () => {
     expect((await putRule('edge-touch', 'Edge Touched')).status).toBeLessThan(300)
     expect((await w.post('/v1/batch', { batch: twice('edge-t', 'Edge Touched') })).status).toBe(200)
-    const fired = await until(async () => ((await signals('edge-touch')).length ? await signals('edge-touch') : undefined), 'the signal of the touched account')
+    const fired = await until(async () => ((await signals('edge-touch')).length ? await signals('edge-touch') : undefined), { what: 'the signal of the touched account', timeoutMs: 20_000 })
     expect(fired).toEqual([{ subject_id: 'edge-t', status: 'open' }])
   })
 })

@@ -28,7 +28,7 @@ import { openStore } from '../src/store/node.js'
 import type { Store } from '../src/store/store.js'
 import { chTime } from '../src/time.js'
 import { generate, generateDirectory } from './rules-data.js'
-import { writeSection } from './report.js'
+import { median, ms, timed, withPeakRss, writeSection } from './report.js'
 
 const DAY = 86_400_000
 const NOW = Date.UTC(2026, 2, 1, 12)
@@ -41,15 +41,7 @@ const shape = {
 }
 const REPEAT = 3
 
-const ms = (x: number) => `${x >= 100 ? x.toFixed(0) : x.toFixed(1)} ms`
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
 const log = (s: string) => process.stderr.write(`${s}\n`)
-
-async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  const t = performance.now()
-  const r = await fn()
-  return [performance.now() - t, r]
-}
 
 /** Median of a few runs (the first also warms the page cache), and the last result. */
 async function bestOf<T>(fn: () => Promise<T>, n = REPEAT): Promise<[number, T]> {
@@ -61,18 +53,6 @@ async function bestOf<T>(fn: () => Promise<T>, n = REPEAT): Promise<[number, T]>
     last = r
   }
   return [median(times), last as T]
-}
-
-/** Peak RSS while `fn` runs, sampled every 10 ms. */
-async function withPeakRss<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  let peak = process.memoryUsage().rss
-  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10)
-  try {
-    const r = await fn()
-    return [Math.max(peak, process.memoryUsage().rss), r]
-  } finally {
-    clearInterval(timer)
-  }
 }
 
 const t = (ms: number) => `toDateTime64('${chTime(ms)}', 3, 'UTC')`

@@ -32,3 +32,27 @@ export function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b)
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number
 }
+
+/** A duration as the reports print it: `83.2 ms`, `3319 ms`. */
+export const ms = (x: number) => `${x >= 100 ? x.toFixed(0) : x.toFixed(1)} ms`
+
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
+
+/** How long `fn` takes, and what it returned. */
+export async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
+  const t = performance.now()
+  const r = await fn()
+  return [performance.now() - t, r]
+}
+
+/** Peak RSS while `fn` runs, sampled every 10 ms (the embedded engine runs in this process). */
+export async function withPeakRss<T>(fn: () => Promise<T>): Promise<[number, T]> {
+  let peak = process.memoryUsage().rss
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10)
+  try {
+    const r = await fn()
+    return [Math.max(peak, process.memoryUsage().rss), r]
+  } finally {
+    clearInterval(timer)
+  }
+}

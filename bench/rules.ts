@@ -30,7 +30,7 @@ import type { Rule } from '../rules/schema.js'
 import { applyDefaultPack, listRules } from '../rules/store.js'
 import { generate, generateDirectory } from './rules-data.js'
 import { stateStudy } from './rules-state.js'
-import { writeSection } from './report.js'
+import { median, ms, timed, withPeakRss, writeSection } from './report.js'
 
 const DAY = 86_400_000
 const NOW = Date.UTC(2026, 2, 1, 12)
@@ -44,34 +44,13 @@ const shape = {
 const NAIVE_SAMPLE = Number(process.env.BENCH_NAIVE_SAMPLE ?? 100)
 const REPEAT = 3
 
-const ms = (x: number) => `${x >= 100 ? x.toFixed(0) : x.toFixed(1)} ms`
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
 const log = (s: string) => process.stderr.write(`${s}\n`)
-
-async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  const t = performance.now()
-  const r = await fn()
-  return [performance.now() - t, r]
-}
 
 /** Median of a few runs (the first run also warms the page cache). */
 async function bestOf(fn: () => Promise<unknown>, n = REPEAT): Promise<number> {
   const times: number[] = []
   for (let i = 0; i < n; i++) times.push((await timed(fn))[0])
   return median(times)
-}
-
-/** Peak RSS while `fn` runs, sampled every 10 ms. */
-async function withPeakRss<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  let peak = process.memoryUsage().rss
-  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 10)
-  try {
-    const r = await fn()
-    peak = Math.max(peak, process.memoryUsage().rss)
-    return [peak, r]
-  } finally {
-    clearInterval(timer)
-  }
 }
 
 async function main() {

@@ -81,9 +81,9 @@ describe('signal feedback', () => {
       expect(err.error.details?.[0]?.path, JSON.stringify(body)).toBe(path)
     }
     expect((await feedback(b.id, '{not json')).status).toBe(400)
-    const badId = await feedback('nope', { verdict: 'useful' })
-    expect(badId.status).toBe(400)
-    expect((await json<ErrorBody>(badId)).error.details?.[0]?.path).toBe('id')
+    const badId = await feedback('sig_nope', { verdict: 'useful' })
+    expect(badId.status).toBe(404)
+    expect((await json<ErrorBody>(badId)).error.message).toBe('no signal sig_nope')
 
     const noToken = await fetch(`${sb.url}/v1/signals/${b.id}/feedback`, { method: 'POST', body: '{"verdict":"useful"}' })
     expect(noToken.status).toBe(401)

@@ -4,7 +4,8 @@ import { chTime } from '../time.js'
 import { ApiError } from '../errors.js'
 import { Signal, SIGNAL_ID } from '../signals.js'
 import type { Store } from '../store/store.js'
-import { type FeedbackRow, insertFeedback, selectFeedback, signalExists } from './queries.js'
+import { getSignal } from '../signals/queries.js'
+import { type FeedbackRow, insertFeedback, selectFeedback } from './queries.js'
 
 export const VERDICTS = ['useful', 'not_useful'] as const
 export const Verdict = z.enum(VERDICTS)
@@ -39,7 +40,7 @@ const nextUlid = monotonicFactory()
  */
 export async function recordFeedback(store: Store, input: FeedbackInput, now: number): Promise<Feedback> {
   const { signal_id, verdict } = input
-  if (!SIGNAL_ID.test(signal_id) || !(await signalExists(store, signal_id))) {
+  if (!SIGNAL_ID.test(signal_id) || !(await getSignal(store, signal_id))) {
     throw new ApiError({ code: 'NOT_FOUND', message: `no signal ${signal_id}` })
   }
   const feedback: Feedback = {

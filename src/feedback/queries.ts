@@ -27,9 +27,3 @@ export async function selectFeedback(store: Store, signalIds: readonly string[])
     { ids: signalIds },
   )
 }
-
-/** Whether a signal with this id is stored. */
-export async function signalExists(store: Store, id: string): Promise<boolean> {
-  const [row] = await store.query<{ n: number }>('SELECT count() AS n FROM signals_v1 WHERE id = {id:String}', { id })
-  return Number(row?.n ?? 0) > 0
-}

@@ -1,6 +1,6 @@
 /**
  * `npx tsx bench/rules-claims-stress.ts`: a stress check of the batched claims' ownership rule
- * (rules/evaluator.ts, `claim`): claimants insert overlapping batches of claim keys at once
+ * (rules/evaluator/claims.ts, `claim`): claimants insert overlapping batches of claim keys at once
  * (merges forced in between), then each reads back the first stored row per key. Every key
  * claimed must have exactly one claimant that believes it owns it. Prints the number of keys and
  * of violations (0 expected). Embedded engine in a scratch directory, removed afterwards.

@@ -101,7 +101,7 @@ async function main() {
     for (const rule of rules) rawOnly[rule.id] = await bestOf(() => runRule(store, rule, { asOf: NOW, rollups: false }), 1)
 
     // Through the evaluator: the first run fires every signal; the second finds them open.
-    // Claims of one evaluation go in one insert (single node); see rules/evaluator.ts.
+    // Claims of one evaluation go in one insert (single node); see rules/evaluator/claims.ts.
     const evaluator = new Evaluator(store, undefined, { now: () => NOW })
     const rssBefore = process.memoryUsage().rss
     const [peakRss, [firstFull, first]] = await withPeakRss(() => timed(() => evaluator.evaluate()))

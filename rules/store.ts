@@ -2,7 +2,7 @@ import { parseAllDocuments } from 'yaml'
 import { z } from 'zod'
 import { isoFromCh } from '../src/time.js'
 import type { Store } from '../src/store/store.js'
-import { allVersions, appendVersion, latestOfAll, latestVersion, SerialQueue, type VersionedTable, versionOf, writerFor } from '../src/store/versions.js'
+import { allVersions, anyVersionStored, appendVersion, latestOfAll, latestVersion, SerialQueue, type VersionedTable, versionOf, writerFor } from '../src/store/versions.js'
 import { RuleError, type RuleErrorDetail } from './errors.js'
 import { parseRule, type Rule } from './schema.js'
 
@@ -123,8 +123,7 @@ export async function listVersions(store: Store, id: string): Promise<RuleVersio
 
 /** Whether any rule version (tombstones included) was ever stored. */
 export async function anyRuleEverStored(store: Store): Promise<boolean> {
-  const [row] = await store.query<{ n: number }>('SELECT count() AS n FROM (SELECT 1 FROM rules_v1 LIMIT 1)')
-  return Number(row?.n ?? 0) > 0
+  return anyVersionStored(store, TABLE)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -92,3 +92,9 @@ export async function appendVersion<R extends { write_id: string }>(
   }
   throw conflict(`${t.noun} ${id} is being changed concurrently; try again`)
 }
+
+/** Whether any version (tombstones included) of any document was ever stored in the table. */
+export async function anyVersionStored(store: Store, t: VersionedTable): Promise<boolean> {
+  const [row] = await store.query<{ n: number }>(`SELECT count() AS n FROM (SELECT 1 FROM ${t.table} LIMIT 1)`)
+  return Number(row?.n ?? 0) > 0
+}

@@ -82,6 +82,7 @@ export default {
         policy: retryPolicyFromConfig(c),
         timeoutMs: c.WEBHOOK_TIMEOUT_MS,
         publicUrl: c.PUBLIC_URL,
+        leaseMode: c.CLICKHOUSE_CLUSTER ? 'per-key' : 'batch',
       })
       return
     }

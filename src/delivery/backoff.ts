@@ -21,9 +21,9 @@ export const retryPolicyFromConfig = (c: Pick<Config, 'WEBHOOK_MAX_ATTEMPTS' | '
 /**
  * How long to wait after the `attempt`-th failed attempt of a round (1 = the first failure):
  * exponential (`base · 2^(attempt-1)`, capped at `max`) with ± jitter. `random` is injected so
- * the schedule is testable.
+ * the schedule is testable. Also the ingestion queue's retry delay (edge/consumer.ts, no jitter).
  */
-export function backoffDelay(attempt: number, policy: RetryPolicy, random: () => number = Math.random): number {
+export function backoffDelay(attempt: number, policy: Pick<RetryPolicy, 'baseMs' | 'maxMs' | 'jitter'>, random: () => number = Math.random): number {
   const jitter = policy.jitter ?? 0.2
   const exp = Math.min(policy.maxMs, policy.baseMs * 2 ** Math.max(0, attempt - 1))
   return Math.max(0, Math.round(exp * (1 - jitter + 2 * jitter * random())))

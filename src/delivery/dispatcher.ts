@@ -4,11 +4,12 @@ import type { SignalBus } from '../signals.js'
 import type { OutboxHealth } from '../readiness.js'
 import type { Store } from '../store/store.js'
 import type { RetryPolicy } from './backoff.js'
-import { attemptDelivery, newDelivery } from './deliver.js'
-import { deliveryIdFor, eventIdFloor, idTime } from './ids.js'
-import { type LogRow, readLog } from './log.js'
-import { AttemptRecorder, type DeliveryRecord, OutboxStore } from './outbox.js'
-import { type WebhookRecord, WebhookStore, webhookWants } from './webhooks.js'
+import { attemptDelivery } from './deliver.js'
+import { idTime } from './ids.js'
+import { DeliveryLeases, LEASE_MARGIN_MS, type LeaseMode } from './lease.js'
+import { AttemptRecorder, type DeliveryRecord, OPEN_STATUSES, OutboxStore } from './outbox.js'
+import { scanLog } from './scan.js'
+import { type WebhookRecord, WebhookStore } from './webhooks.js'
 
 export type DispatcherOptions = {
   store: Store
@@ -34,10 +35,13 @@ export type DispatcherOptions = {
   settleMs?: number
   /** Deliveries an endpoint holds in memory; the rest wait in the store (a dead endpoint's backlog). */
   maxQueued?: number
+  /** An attempt's lease lasts its timeout plus this (see lease.ts). */
+  leaseMarginMs?: number
+  /** How leases are claimed: `per-key` on a cluster (see lease.ts). */
+  leaseMode?: LeaseMode
 }
 
 const CURSOR = 'webhooks'
-const PAGE = 1000
 /** The cursor row is rewritten at most this often: a re-scan after a crash is harmless. */
 const CURSOR_WRITE_MS = 1000
 
@@ -53,7 +57,9 @@ export class Dispatcher {
   readonly webhooks: WebhookStore
   readonly outbox: OutboxStore
   readonly recorder: AttemptRecorder
-  readonly #o: Required<Omit<DispatcherOptions, 'bus' | 'publicUrl'>> & Pick<DispatcherOptions, 'bus' | 'publicUrl'>
+  /** One sender per attempt across every dispatcher (and the Worker) on the store. */
+  readonly leases: DeliveryLeases
+  readonly #o: Required<Omit<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode'>> & Pick<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode'>
   readonly #workers = new Map<string, EndpointWorker>()
   #cursor: string | undefined
   #cursorSaved: string | undefined
@@ -73,10 +79,11 @@ export class Dispatcher {
 
   constructor(opts: DispatcherOptions) {
     const given = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as DispatcherOptions
-    this.#o = { now: Date.now, random: Math.random, settleMs: 5000, maxQueued: 10_000, ...given }
+    this.#o = { now: Date.now, random: Math.random, settleMs: 5000, maxQueued: 10_000, leaseMarginMs: LEASE_MARGIN_MS, ...given }
     this.webhooks = new WebhookStore(opts.store, this.#o.now)
     this.outbox = new OutboxStore(opts.store)
     this.recorder = new AttemptRecorder(this.outbox)
+    this.leases = new DeliveryLeases(opts.store, this.#o.timeoutMs + this.#o.leaseMarginMs, opts.leaseMode)
   }
 
   get publicUrl() {
@@ -223,56 +230,41 @@ export class Dispatcher {
   }
 
   async #scanOnce() {
-    const endpoints = [...this.#workers.values()].filter((w) => w.accepting)
-    if (endpoints.length === 0) return
-    const activeSince = new Map(endpoints.map((w) => [w.webhook.id, w.webhook.active_since]))
-    const earliest = Math.min(...activeSince.values())
-    const cursorTime = this.#cursor ? idTime(this.#cursor) : 0
-    let after = eventIdFloor(Math.max(cursorTime, earliest) - this.#o.settleMs)
-    for (;;) {
-      const rows = await readLog(this.#o.store, { after, limit: PAGE })
-      if (rows.length === 0) break
-      await this.#record(rows, endpoints, activeSince)
-      const last = (rows.at(-1) as LogRow).event_id
-      if (!this.#cursor || last > this.#cursor) this.#cursor = last
-      after = last
-      if (rows.length < PAGE) break
-    }
+    const workers = new Map([...this.#workers].filter(([, w]) => w.accepting))
+    const { cursor } = await scanLog({
+      store: this.#o.store,
+      endpoints: [...workers.values()].map((w) => w.webhook),
+      cursor: this.#cursor,
+      settleMs: this.#o.settleMs,
+      now: this.#o.now,
+      recorded: (wanted) => this.#recorded(wanted),
+      onRecorded: (fresh) => {
+        for (const d of fresh) {
+          this.#known.set(d.id, idTime(d.event_id))
+          workers.get(d.webhook_id)?.enqueue(d)
+        }
+      },
+    })
+    this.#cursor = cursor
     await this.#saveCursor(false)
     this.#forget()
   }
 
-  /** Record the deliveries these log rows call for (those not recorded yet), then hand them to their workers. */
-  async #record(rows: LogRow[], endpoints: EndpointWorker[], activeSince: Map<string, number>) {
-    const now = this.#o.now()
-    const fresh: { d: DeliveryRecord; worker: EndpointWorker; eventTime: number }[] = []
-    for (const row of rows) {
-      const eventTime = idTime(row.event_id)
-      for (const worker of endpoints) {
-        const w = worker.webhook
-        // An endpoint receives what happens while it is active, not the history before.
-        if (eventTime < (activeSince.get(w.id) as number) || !webhookWants(w, row.kind, row.rule_id)) continue
-        const id = deliveryIdFor(w.id, row.event_id)
-        if (this.#known.has(id)) continue
-        fresh.push({
-          eventTime,
-          worker,
-          d: newDelivery(w.id, row, now),
-        })
+  /** Which of these deliveries are recorded: known in memory, or, below #trustFrom (just after a start), as the store says. */
+  async #recorded(wanted: DeliveryRecord[]): Promise<Set<string>> {
+    const found = new Set<string>()
+    const unsure: string[] = []
+    for (const d of wanted) {
+      if (this.#known.has(d.id)) found.add(d.id)
+      else if (idTime(d.event_id) < this.#trustFrom) unsure.push(d.id)
+    }
+    if (unsure.length > 0) {
+      for (const id of await this.outbox.existing(unsure)) {
+        found.add(id)
+        this.#known.set(id, idTime(id))
       }
     }
-    if (fresh.length === 0) return
-    // Below #trustFrom (just after a start) only the store knows what was already recorded.
-    const unsure = fresh.filter((f) => f.eventTime < this.#trustFrom).map((f) => f.d.id)
-    const stored = unsure.length ? await this.outbox.existing(unsure) : new Set<string>()
-    const todo = fresh.filter((f) => !stored.has(f.d.id))
-    for (const f of fresh) if (stored.has(f.d.id)) this.#known.set(f.d.id, f.eventTime)
-    if (todo.length === 0) return
-    await this.outbox.saveDeliveries(todo.map((f) => f.d))
-    for (const f of todo) {
-      this.#known.set(f.d.id, f.eventTime)
-      f.worker.enqueue(f.d)
-    }
+    return found
   }
 
   async #saveCursor(force: boolean) {
@@ -307,7 +299,10 @@ export class Dispatcher {
   }
 }
 
-type WorkerOptions = Required<Omit<DispatcherOptions, 'bus' | 'publicUrl'>>
+/** How many rounds of an endpoint's attempts (its concurrency each) have their leases claimed ahead. */
+const PREFETCH_ROUNDS = 4
+
+type WorkerOptions = Required<Omit<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode'>>
 
 /**
  * One endpoint's deliveries: an in-memory schedule (the store holds the same state), at most
@@ -316,6 +311,8 @@ type WorkerOptions = Required<Omit<DispatcherOptions, 'bus' | 'publicUrl'>>
 class EndpointWorker {
   webhook: WebhookRecord
   readonly #queue = new Map<string, DeliveryRecord>()
+  /** Deliveries whose attempt another sender held: read back from the store before anything is done with them. */
+  readonly #recheck = new Set<string>()
   readonly #inflight = new Map<string, Promise<void>>()
   #timer: ReturnType<typeof setTimeout> | undefined
   #overflow = false
@@ -380,6 +377,7 @@ class EndpointWorker {
     // interrupted (due again immediately) and be restarted, a loop that never yields.
     if (this.#halted || !this.accepting) return
     const now = this.o.now()
+    let started = false
     while (this.#inflight.size < this.o.concurrency) {
       let next: DeliveryRecord | undefined
       for (const d of this.#queue.values()) {
@@ -389,7 +387,9 @@ class EndpointWorker {
       if (!next) break
       this.#queue.delete(next.id)
       this.#start(next)
+      started = true
     }
+    if (started) this.#prefetch(now)
     if (this.#inflight.size < this.o.concurrency && this.#queue.size > 0) {
       let soonest = Number.POSITIVE_INFINITY
       for (const d of this.#queue.values()) soonest = Math.min(soonest, d.next_attempt_at ?? 0)
@@ -397,6 +397,20 @@ class EndpointWorker {
       this.#timer.unref?.()
     }
     if (this.#overflow && this.#queue.size === 0 && this.#inflight.size === 0 && !this.#loading) void this.#refill()
+  }
+
+  /**
+   * Claim the leases of the next few attempts ahead (those due before a lease claimed now would
+   * run short), so that a queue of attempts pays one claim write per group instead of one per
+   * attempt.
+   */
+  #prefetch(now: number) {
+    const horizon = now + this.o.leaseMarginMs / 2
+    const soon: DeliveryRecord[] = []
+    for (const d of this.#queue.values()) if ((d.next_attempt_at ?? 0) <= horizon && !this.#recheck.has(d.id)) soon.push(d)
+    if (soon.length === 0) return
+    soon.sort((a, b) => (a.next_attempt_at ?? 0) - (b.next_attempt_at ?? 0))
+    this.dispatcher.leases.prefetch(soon.slice(0, this.o.concurrency * PREFETCH_ROUNDS), now)
   }
 
   async #refill() {
@@ -425,9 +439,31 @@ class EndpointWorker {
     this.#inflight.set(d.id, run)
   }
 
-  async #attempt(d: DeliveryRecord) {
+  async #attempt(queued: DeliveryRecord) {
+    let d = queued
+    if (this.#recheck.delete(d.id)) {
+      // Another sender held the last attempt: the store says what became of it.
+      await this.dispatcher.recorder.idle()
+      const stored = await this.dispatcher.outbox.find(d.id)
+      if (!stored || !OPEN_STATUSES.includes(stored.status) || this.#halted) return
+      if ((stored.next_attempt_at ?? 0) > this.o.now()) {
+        this.#queue.set(stored.id, stored)
+        return
+      }
+      d = stored
+    }
+    // The lease must outlast the attempt (its timeout).
+    const lease = await this.dispatcher.leases.claim(d, this.o.now(), this.o.timeoutMs)
+    if (!lease.held) {
+      // Made (or being made) by another sender: look again when its lease ends.
+      if (this.#halted) return
+      this.#recheck.add(d.id)
+      this.#queue.set(d.id, { ...d, next_attempt_at: lease.until })
+      return
+    }
     const w = this.webhook
     const { next, attempt, result } = await attemptDelivery(d, w, { ...this.o, publicUrl: this.dispatcher.publicUrl, stop: this.dispatcher.stopSignal })
+    this.dispatcher.leases.release(d)
     // The outcome is recorded in the background (group commit) and the slot is free at once: if the
     // process dies before the row is written, the delivery is attempted again after the restart
     // with the same webhook-id (at least once). Later states of a delivery are always written after

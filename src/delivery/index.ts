@@ -29,6 +29,7 @@ export class Delivery {
       concurrency: c.WEBHOOK_CONCURRENCY,
       pollMs: c.WEBHOOK_POLL_MS,
       publicUrl: c.PUBLIC_URL,
+      leaseMode: c.CLICKHOUSE_CLUSTER ? 'per-key' : 'batch',
     })
   }
 

@@ -195,6 +195,12 @@ export class OutboxStore {
     return rows[0] ? fromRow(rows[0]) : undefined
   }
 
+  async findMany(ids: readonly string[]): Promise<DeliveryRecord[]> {
+    if (ids.length === 0) return []
+    const rows = await this.store.query<DeliveryRow>(`SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries_v1 FINAL WHERE id IN {ids:Array(String)}`, { ids })
+    return rows.map(fromRow)
+  }
+
   async get(id: string): Promise<DeliveryRecord> {
     const found = await this.find(id)
     if (!found) throw new ApiError({ code: 'NOT_FOUND', message: `no delivery ${id}` })

@@ -2,12 +2,12 @@ import type { Logger } from 'pino'
 import type { EventRow } from '../../ingest/normalize.js'
 import { dedupKey, type IngestErrorRow, type InsertSettings, insertErrorRows, storeBlock } from '../../ingest/writer.js'
 import { sha256Hex } from '../hash.js'
+import { backoffDelay } from '../delivery/backoff.js'
 import type { Store } from '../store/store.js'
+import { MAX_DELAY_SECONDS } from './deliveries.js'
 import { IngestEnvelope } from './envelope.js'
 import type { QueueBatch, QueueMessage } from './types.js'
 
-/** Cloudflare Queues caps a retry delay at 12 hours. */
-const MAX_DELAY_SECONDS = 43_200
 
 export type ConsumerDeps = {
   store: Store
@@ -114,7 +114,7 @@ function refusedRows(events: EventRow[], rejected: Map<string, string>, batchTok
   return rows
 }
 
-/** base · 2^(attempts−1) seconds, at most 12 h (attempts counts from 1). */
+/** The queue's retry delay in seconds: the webhooks' exponential backoff without jitter, base · 2^(attempts−1), at most 12 h. */
 export function backoff(attempts: number, baseSeconds: number): number {
-  return Math.min(MAX_DELAY_SECONDS, baseSeconds * 2 ** Math.max(0, Math.min(attempts - 1, 20)))
+  return backoffDelay(attempts, { baseMs: baseSeconds * 1000, maxMs: MAX_DELAY_SECONDS * 1000, jitter: 0 }) / 1000
 }

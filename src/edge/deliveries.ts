@@ -1,10 +1,10 @@
 import { z } from 'zod'
-import { attemptDelivery, newDelivery } from '../delivery/deliver.js'
+import { attemptDelivery } from '../delivery/deliver.js'
 import type { DispatcherOptions } from '../delivery/dispatcher.js'
-import { eventIdFloor, idTime } from '../delivery/ids.js'
-import { type LogRow, readLog } from '../delivery/log.js'
-import { type DeliveryRecord, OutboxStore } from '../delivery/outbox.js'
-import { type WebhookRecord, WebhookStore, webhookWants } from '../delivery/webhooks.js'
+import { DeliveryLeases, LEASE_MARGIN_MS } from '../delivery/lease.js'
+import { OutboxStore } from '../delivery/outbox.js'
+import { scanLog } from '../delivery/scan.js'
+import { WebhookStore } from '../delivery/webhooks.js'
 import type { Store } from '../store/store.js'
 import type { QueueBatch, QueueProducer } from './types.js'
 
@@ -12,30 +12,15 @@ import type { QueueBatch, QueueProducer } from './types.js'
 export const DeliveryMessage = z.object({ delivery: z.string().startsWith('dlv_') })
 export type DeliveryMessage = z.infer<typeof DeliveryMessage>
 
+export { deliveriesFor } from '../delivery/scan.js'
+
 /** The edge's own position in the signal log (the Node dispatcher keeps `webhooks`). */
 export const EDGE_CURSOR = 'webhooks-edge'
-const PAGE = 1000
 /** Cloudflare Queues: at most 100 messages per sendBatch, delays of at most 12 hours. */
 const SEND_BATCH = 100
 export const MAX_DELAY_SECONDS = 43_200
 /** A pending delivery not attempted this long after it was due is sent to the queue again. */
 const STALE_MS = 5 * 60_000
-
-/**
- * The deliveries these log rows call for: one per (active endpoint that wants the event's kind
- * and rule, event made while the endpoint was active), with the deterministic id of the pair.
- */
-export function deliveriesFor(rows: readonly LogRow[], endpoints: readonly WebhookRecord[], now: number): DeliveryRecord[] {
-  const out: DeliveryRecord[] = []
-  for (const row of rows) {
-    const eventTime = idTime(row.event_id)
-    for (const w of endpoints) {
-      if (!w.enabled || w.deleted || eventTime < w.active_since || !webhookWants(w, row.kind, row.rule_id)) continue
-      out.push(newDelivery(w.id, row, now))
-    }
-  }
-  return out
-}
 
 /** The queue delay (whole seconds, within the queue's limit) until `at`. */
 export function delaySecondsUntil(at: number | null, now: number): number {
@@ -50,12 +35,10 @@ export async function sendDeliveryMessages(queue: QueueProducer<DeliveryMessage>
 }
 
 /**
- * The edge's outbox scan (after each scheduled evaluation): read the signal log after the edge's
- * durable cursor (less `settleMs`, as concurrent writers may make entries visible out of id order),
- * record a delivery row per (endpoint, matching event) not recorded yet (by the Node dispatcher
- * either: ids are deterministic, so a re-scan records and queues nothing twice), send one message
- * per new delivery to the delivery queue, then save the cursor. Rows are recorded before they are
- * queued: a crash in between leaves them pending, and `requeueStale` sends them at the next run.
+ * The edge's outbox scan (after each scheduled evaluation): `scanLog` after the edge's durable
+ * cursor, each new delivery sent as one message to the delivery queue, then the cursor saved.
+ * A crash between recording and queueing leaves a delivery pending: `requeueStale` sends it at the
+ * next run.
  */
 export async function queueDeliveries(deps: {
   store: Store
@@ -64,30 +47,18 @@ export async function queueDeliveries(deps: {
   settleMs?: number
 }): Promise<{ queued: number; requeued: number }> {
   const outbox = new OutboxStore(deps.store)
-  const endpoints = (await new WebhookStore(deps.store, deps.now).list()).filter((w) => w.enabled && !w.deleted)
-  const cursor = await outbox.readCursor(EDGE_CURSOR)
-  let queued = 0
-  let last = cursor
-  if (endpoints.length > 0) {
-    const earliest = Math.min(...endpoints.map((w) => w.active_since))
-    let after = eventIdFloor(Math.max(cursor ? idTime(cursor) : 0, earliest) - (deps.settleMs ?? 5000))
-    for (;;) {
-      const rows = await readLog(deps.store, { after, limit: PAGE })
-      if (rows.length === 0) break
-      const wanted = deliveriesFor(rows, endpoints, deps.now())
-      const stored = wanted.length ? await outbox.existing(wanted.map((d) => d.id)) : new Set<string>()
-      const fresh = wanted.filter((d) => !stored.has(d.id))
-      if (fresh.length) {
-        await outbox.saveDeliveries(fresh)
-        await sendDeliveryMessages(deps.queue, fresh.map((d) => d.id))
-        queued += fresh.length
-      }
-      after = (rows.at(-1) as LogRow).event_id
-      if (!last || after > last) last = after
-      if (rows.length < PAGE) break
-    }
-  }
-  if (last && last !== cursor) await outbox.writeCursor(EDGE_CURSOR, last)
+  const endpoints = await new WebhookStore(deps.store, deps.now).list()
+  const saved = await outbox.readCursor(EDGE_CURSOR)
+  const { cursor, recorded: queued } = await scanLog({
+    store: deps.store,
+    endpoints,
+    cursor: saved,
+    settleMs: deps.settleMs ?? 5000,
+    now: deps.now,
+    recorded: (wanted) => outbox.existing(wanted.map((d) => d.id)),
+    onRecorded: (fresh) => sendDeliveryMessages(deps.queue, fresh.map((d) => d.id)),
+  })
+  if (cursor && cursor !== saved) await outbox.writeCursor(EDGE_CURSOR, cursor)
   const requeued = await requeueStale(outbox, deps.queue, deps.now())
   return { queued, requeued }
 }
@@ -107,7 +78,7 @@ async function requeueStale(outbox: OutboxStore, queue: QueueProducer<DeliveryMe
 }
 
 /** What the queue consumer needs: the Node dispatcher's options for making an attempt. */
-export type DeliveryConsumerDeps = Pick<DispatcherOptions, 'store' | 'logger' | 'policy' | 'timeoutMs' | 'publicUrl' | 'now' | 'random'>
+export type DeliveryConsumerDeps = Pick<DispatcherOptions, 'store' | 'logger' | 'policy' | 'timeoutMs' | 'publicUrl' | 'now' | 'random' | 'leaseMode'>
 
 /**
  * The delivery queue's consumer: each message is one attempt of one delivery (signed as on Node,
@@ -121,6 +92,7 @@ export async function consumeDeliveryBatch(batch: QueueBatch<unknown>, deps: Del
   const now = deps.now ?? Date.now
   const outbox = new OutboxStore(deps.store)
   const webhooks = new WebhookStore(deps.store, now)
+  const leases = new DeliveryLeases(deps.store, deps.timeoutMs + LEASE_MARGIN_MS, deps.leaseMode)
   await Promise.all(
     batch.messages.map(async (msg) => {
       const parsed = DeliveryMessage.safeParse(msg.body)
@@ -136,6 +108,10 @@ export async function consumeDeliveryBatch(batch: QueueBatch<unknown>, deps: Del
         if (wait > 1) return msg.retry({ delaySeconds: wait })
         const w = await webhooks.find(d.webhook_id)
         if (!w || w.deleted || !w.enabled) return msg.ack()
+        // One sender per attempt across the Worker and any Node dispatcher on the store: if another
+        // holds (or made) it, this message looks at the delivery again when that lease ends.
+        const lease = await leases.claim(d, now())
+        if (!lease.held) return msg.retry({ delaySeconds: Math.max(1, delaySecondsUntil(lease.until, now())) })
         const { next, attempt, result } = await attemptDelivery(d, w, { policy: deps.policy, timeoutMs: deps.timeoutMs, publicUrl: deps.publicUrl, now, random: deps.random })
         await outbox.saveAttempts([attempt])
         await outbox.saveDeliveries([next])

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { createClient, type ClickHouseClientConfigOptions } from '@clickhouse/client'
 import { createChdbConnection } from 'chdb/connection'
 import { migrate } from '../store/migrate.js'
-import { CLIENT_SETTINGS, type Store, storeFromClient } from '../store/store.js'
+import { CLIENT_SETTINGS, INSERT_DEFAULTS, type Store, storeFromClient } from '../store/store.js'
 
 // Node-only, for local development and tests (never part of the Worker bundle).
 
@@ -109,7 +109,8 @@ export async function serveClickHouseHttp(opts: { path: string; user: string; pa
         // chDB takes the rows as text; the declared type is Node's stream.
         values: (params.query !== undefined && body !== '' ? body : undefined) as never,
         query_params,
-        clickhouse_settings: settings,
+        // A server reads settings per request; chDB would keep them for the next statement.
+        clickhouse_settings: { ...INSERT_DEFAULTS, ...settings },
         query_id: params.query_id,
       })
       const chunks: Buffer[] = []

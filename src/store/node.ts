@@ -3,7 +3,7 @@ import { resolve } from 'node:path'
 import { ClickHouseLogLevel, createClient, type ClickHouseClientConfigOptions } from '@clickhouse/client'
 import type { Config } from '../config.js'
 import { clusterClientSettings } from './cluster.js'
-import { CLIENT_SETTINGS, type RawInserter, type Store, storeFromClient } from './store.js'
+import { CLIENT_SETTINGS, INSERT_DEFAULTS, type RawInserter, type Store, storeFromClient } from './store.js'
 
 const SETTINGS = CLIENT_SETTINGS
 // The client would print its own copy of every failed request to stderr; failures reach the
@@ -71,7 +71,7 @@ export async function openStore(config: Config): Promise<Store> {
     const raw: RawInserter = {
       async insert(table, text, { format, columns, settings }) {
         const values = typeof text === 'string' ? Buffer.from(text) : text
-        await inserts.chdb.rawInsert({ table, values, format, columns: columns && [...columns], settings: { ...SETTINGS, ...settings } })
+        await inserts.chdb.rawInsert({ table, values, format, columns: columns && [...columns], settings: { ...SETTINGS, ...INSERT_DEFAULTS, ...settings } })
       },
       close: () => inserts.close(),
     }

@@ -55,6 +55,14 @@ type AnyClient = {
   close(): Promise<void>
 }
 
+/**
+ * Sent with every insert that does not set its own: chDB keeps a connection's settings from one
+ * statement to the next, so a deduplication token given to one insert would otherwise be reused
+ * by the next insert on that connection, which a table with a deduplication window then drops
+ * as a duplicate. An empty token is "none" on every server.
+ */
+export const INSERT_DEFAULTS = { insert_deduplication_token: '' } as const
+
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/
 
 /** `INSERT INTO table (columns) FORMAT format`: names come from code, and are checked all the same. */
@@ -81,7 +89,7 @@ export function storeFromClient(client: AnyClient, kind: Store['kind'], raw?: Ra
     },
     async insert(table, rows, settings) {
       if (rows.length === 0) return
-      await client.insert({ table, values: rows as object[], format: 'JSONEachRow', clickhouse_settings: settings })
+      await client.insert({ table, values: rows as object[], format: 'JSONEachRow', clickhouse_settings: { ...INSERT_DEFAULTS, ...settings } })
     },
     async insertRaw(table, data, opts) {
       const statement = rawInsertStatement(table, opts)
@@ -90,7 +98,7 @@ export function storeFromClient(client: AnyClient, kind: Store['kind'], raw?: Ra
       const text = typeof data === 'string' ? data : new TextDecoder().decode(data)
       // The clients trim the statement: whitespace that ends the last row would be cut from it.
       if (/[ \t\r]\n?$/.test(text)) throw new Error('insertRaw: the last row ends in whitespace, which the client would trim')
-      await client.command({ query: `${statement}\n${text}`, clickhouse_settings: opts.settings })
+      await client.command({ query: `${statement}\n${text}`, clickhouse_settings: { ...INSERT_DEFAULTS, ...opts.settings } })
     },
     async command(sql, params) {
       await client.command({ query: sql, query_params: params })

@@ -64,6 +64,12 @@ export const EnvSchema = z.object({
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a plain identifier (the cluster name in remote_servers)')
     .optional(),
   /**
+   * Webhook targets in private and loopback ranges (RFC 1918, 127/8, ::1, fc00::/7, 100.64/10) are
+   * allowed. Default: on with the embedded store (a single machine, receivers often beside it),
+   * off with CLICKHOUSE_URL (a deployment). Link-local and cloud-metadata targets are never allowed.
+   */
+  WEBHOOK_ALLOW_PRIVATE: bool.optional(),
+  /**
    * Readiness (`GET /ready`): the store must have accepted a write within this long (a stored
    * block, or else a probe row written by the check itself) and the outbox must be draining.
    */
@@ -137,3 +143,6 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`)
   throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`)
 }
+
+/** Whether webhook targets may be private or loopback addresses (WEBHOOK_ALLOW_PRIVATE, by default only on the embedded store). */
+export const allowPrivateTargets = (c: Pick<Config, 'WEBHOOK_ALLOW_PRIVATE' | 'CLICKHOUSE_URL'>) => c.WEBHOOK_ALLOW_PRIVATE ?? !c.CLICKHOUSE_URL

@@ -28,6 +28,11 @@ export type AppDeps = {
   lifecycle: Lifecycle
   /** The webhook outbox and open live streams (Node); the routes work on the store without it. */
   delivery?: Delivery
+  /**
+   * Why a webhook URL is refused, checked when an endpoint is created or its URL changed (Node:
+   * after resolving its name); without it, the URL's literal host is checked.
+   */
+  webhookTargetRefusal?: (url: string) => Promise<string | undefined>
   /** Hands a replayed delivery (POST /v1/deliveries/:id/retry) to this runtime's sender (Workers: the delivery queue). */
   onDeliveryReplayed?: (d: DeliveryRecord) => Promise<void>
 }

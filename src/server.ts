@@ -6,7 +6,8 @@ import { applyDefaultPack } from '../rules/store.js'
 import { applyDefaultOutcomes } from './quality/outcome-store.js'
 import { createApp } from './app.js'
 import { ApiError, errorBody } from './errors.js'
-import { loadConfig } from './config.js'
+import { allowPrivateTargets, loadConfig } from './config.js'
+import { resolvedUrlRefusal } from './delivery/guarded-fetch.js'
 import { type Credentials, resolveCredentials } from './credentials.js'
 import { Delivery } from './delivery/index.js'
 import { createLogger } from './logger.js'
@@ -70,7 +71,8 @@ export async function startServer(
     logger,
   })
   const delivery = new Delivery({ store, bus, logger, config })
-  const app = createApp({ config, store, sink, adminToken, writeKeys, readTokens, logger, bus, evaluator, lifecycle, delivery })
+  const webhookTargetRefusal = (url: string) => resolvedUrlRefusal(url, allowPrivateTargets(config))
+  const app = createApp({ webhookTargetRefusal, config, store, sink, adminToken, writeKeys, readTokens, logger, bus, evaluator, lifecycle, delivery })
 
   // Requests wait until the start has finished (delivery started, the entry's signal handlers in
   // place right after): a client that saw /health answer may stop the process at once, and a

@@ -9,7 +9,7 @@ import { createEdgeLogger } from './edge/logger.js'
 import { QueueSink } from './edge/queue-sink.js'
 import { openWebStore } from './edge/store.js'
 import type { ExecutionContext, QueueBatch, ScheduledEvent } from './edge/types.js'
-import { ConfigError } from './config.js'
+import { allowPrivateTargets, ConfigError } from './config.js'
 import { retryPolicyFromConfig } from './delivery/backoff.js'
 import { errorBody, ApiError } from './errors.js'
 import { rulesServices } from './services.js'
@@ -83,6 +83,8 @@ export default {
         timeoutMs: c.WEBHOOK_TIMEOUT_MS,
         publicUrl: c.PUBLIC_URL,
         leaseMode: c.CLICKHOUSE_CLUSTER ? 'per-key' : 'batch',
+        // The Worker checks the URL's literal host only: it cannot see what a name resolves to.
+        allowPrivate: allowPrivateTargets(c),
       })
       return
     }

@@ -36,6 +36,8 @@ function dispatcher() {
     concurrency: 4,
     pollMs: 100,
     leaseMarginMs: 500,
+    // The receivers listen on 127.0.0.1.
+    allowPrivate: true,
   })
 }
 
@@ -94,6 +96,8 @@ describe('delivery leases', () => {
       RULES_DEFAULT_PACK: 'false',
       WEBHOOK_POLL_MS: '100',
       WEBHOOK_TIMEOUT_MS: '1000',
+      // CLICKHOUSE_URL turns private targets off by default; the receiver is on 127.0.0.1.
+      WEBHOOK_ALLOW_PRIVATE: 'true',
     })
     children.push(child)
     await waitReady(child)

@@ -75,6 +75,8 @@ export async function startTestWorker(opts: {
     WRITE_KEYS: `${WRITE_KEY}:web,${APP_KEY}:app`,
     QUEUE_RETRY_BASE_SECONDS: '0',
     LOG_LEVEL: 'warn',
+    // CLICKHOUSE_URL turns private webhook targets off by default; the tests' receivers are on 127.0.0.1.
+    WEBHOOK_ALLOW_PRIVATE: 'true',
     ...opts.vars,
   }
   // wrangler's own log level (its queue broker logs every batch otherwise); WORKER_LOG_LEVEL=log shows all.

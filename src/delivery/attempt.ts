@@ -1,5 +1,6 @@
 import { messageOf } from '../errors.js'
 import { isRetriableStatus, parseRetryAfter } from './backoff.js'
+import { TargetRefusedError } from './targets.js'
 
 export type AttemptResult = {
   ok: boolean
@@ -58,13 +59,15 @@ export async function sendAttempt(opts: {
   timeoutMs: number
   stop?: AbortSignal
   now: () => number
+  /** The fetch to send with (Node: one that checks the resolved address, guarded-fetch.ts). */
+  fetch?: typeof fetch
 }): Promise<AttemptResult> {
   const started = performance.now()
   const timeout = AbortSignal.timeout(opts.timeoutMs)
   const signal = opts.stop ? AbortSignal.any([timeout, opts.stop]) : timeout
   const took = () => Math.round(performance.now() - started)
   try {
-    const res = await fetch(opts.url, {
+    const res = await (opts.fetch ?? fetch)(opts.url, {
       method: 'POST',
       body: opts.body,
       headers: { 'content-type': 'application/json', 'user-agent': USER_AGENT, ...opts.headers },
@@ -86,6 +89,8 @@ export async function sendAttempt(opts: {
       durationMs: took(),
     }
   } catch (err) {
+    const refused = err instanceof TargetRefusedError ? err : err instanceof Error && err.cause instanceof TargetRefusedError ? err.cause : undefined
+    if (refused) return { ok: false, statusCode: null, error: `the target is refused: ${refused.message}; not retried`, retriable: false, response: '', durationMs: took() }
     if (opts.stop?.aborted) {
       return { ok: false, statusCode: null, error: 'interrupted by a shutdown', retriable: true, response: '', durationMs: took(), interrupted: true }
     }

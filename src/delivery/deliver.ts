@@ -6,6 +6,7 @@ import type { AttemptRecord, DeliveryRecord } from './outbox.js'
 import type { WebhookPayload } from './payload.js'
 import { signatureHeaders } from './signing.js'
 import { slackMessage } from './slack.js'
+import { urlRefusal } from './targets.js'
 import { signingSecrets, type WebhookRecord } from './webhooks.js'
 
 /** A new, not yet attempted delivery of one signal-log event to one endpoint (its id is deterministic). */
@@ -40,12 +41,29 @@ export function newDelivery(webhookId: string, row: LogRow, now: number): Delive
 export async function attemptDelivery(
   d: DeliveryRecord,
   w: WebhookRecord,
-  o: { policy: RetryPolicy; timeoutMs: number; publicUrl?: string; stop?: AbortSignal; now: () => number; random?: () => number },
+  o: {
+    policy: RetryPolicy
+    timeoutMs: number
+    publicUrl?: string
+    stop?: AbortSignal
+    now: () => number
+    random?: () => number
+    /** Private and loopback targets allowed (WEBHOOK_ALLOW_PRIVATE); link-local and metadata never. */
+    allowPrivate: boolean
+    /** Node: a fetch that also checks the addresses the name resolves to (guarded-fetch.ts). */
+    fetch?: typeof fetch
+  },
 ): Promise<{ next: DeliveryRecord; attempt: AttemptRecord; result: AttemptResult }> {
   const at = o.now()
+  // The URL's literal host is checked on every runtime; on Node the guarded fetch checks the resolved addresses too.
+  const refused = urlRefusal(w.url, o.allowPrivate)
+  if (refused) {
+    const result: AttemptResult = { ok: false, statusCode: null, error: `the target is refused: ${refused}; not retried`, retriable: false, response: '', durationMs: 0 }
+    return { result, ...deliveryOutcome(d, result, at, o) }
+  }
   const body = w.format === 'slack' ? JSON.stringify(slackMessage(JSON.parse(d.payload) as WebhookPayload, o.publicUrl)) : d.payload
   const headers = signatureHeaders({ id: d.id, at, body, secrets: signingSecrets(w, at) })
-  const result = await sendAttempt({ url: w.url, body, headers, timeoutMs: o.timeoutMs, stop: o.stop, now: o.now })
+  const result = await sendAttempt({ url: w.url, body, headers, timeoutMs: o.timeoutMs, stop: o.stop, now: o.now, fetch: o.fetch })
   return { result, ...deliveryOutcome(d, result, at, o) }
 }
 

@@ -39,6 +39,10 @@ export type DispatcherOptions = {
   leaseMarginMs?: number
   /** How leases are claimed: `per-key` on a cluster (see lease.ts). */
   leaseMode?: LeaseMode
+  /** Private and loopback webhook targets allowed (WEBHOOK_ALLOW_PRIVATE; default off). */
+  allowPrivate?: boolean
+  /** The fetch attempts are sent with (Node: guardedFetch, which checks resolved addresses). */
+  fetch?: typeof fetch
 }
 
 const CURSOR = 'webhooks'
@@ -59,7 +63,7 @@ export class Dispatcher {
   readonly recorder: AttemptRecorder
   /** One sender per attempt across every dispatcher (and the Worker) on the store. */
   readonly leases: DeliveryLeases
-  readonly #o: Required<Omit<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode'>> & Pick<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode'>
+  readonly #o: Required<Omit<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode' | 'fetch'>> & Pick<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode' | 'fetch'>
   readonly #workers = new Map<string, EndpointWorker>()
   #cursor: string | undefined
   #cursorSaved: string | undefined
@@ -79,7 +83,7 @@ export class Dispatcher {
 
   constructor(opts: DispatcherOptions) {
     const given = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as DispatcherOptions
-    this.#o = { now: Date.now, random: Math.random, settleMs: 5000, maxQueued: 10_000, leaseMarginMs: LEASE_MARGIN_MS, ...given }
+    this.#o = { now: Date.now, random: Math.random, settleMs: 5000, maxQueued: 10_000, leaseMarginMs: LEASE_MARGIN_MS, allowPrivate: false, ...given }
     this.webhooks = new WebhookStore(opts.store, this.#o.now)
     this.outbox = new OutboxStore(opts.store)
     this.recorder = new AttemptRecorder(this.outbox)
@@ -302,7 +306,7 @@ export class Dispatcher {
 /** How many rounds of an endpoint's attempts (its concurrency each) have their leases claimed ahead. */
 const PREFETCH_ROUNDS = 4
 
-type WorkerOptions = Required<Omit<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode'>>
+type WorkerOptions = Required<Omit<DispatcherOptions, 'bus' | 'publicUrl' | 'leaseMode' | 'fetch'>> & Pick<DispatcherOptions, 'fetch'>
 
 /**
  * One endpoint's deliveries: an in-memory schedule (the store holds the same state), at most

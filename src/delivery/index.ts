@@ -1,9 +1,10 @@
 import type { Logger } from 'pino'
-import type { Config } from '../config.js'
+import { allowPrivateTargets, type Config } from '../config.js'
 import type { SignalBus } from '../signals.js'
 import type { Store } from '../store/store.js'
 import { retryPolicyFromConfig } from './backoff.js'
 import { Dispatcher } from './dispatcher.js'
+import { guardedFetch } from './guarded-fetch.js'
 import { StreamHub } from './stream.js'
 
 export { Dispatcher } from './dispatcher.js'
@@ -30,6 +31,8 @@ export class Delivery {
       pollMs: c.WEBHOOK_POLL_MS,
       publicUrl: c.PUBLIC_URL,
       leaseMode: c.CLICKHOUSE_CLUSTER ? 'per-key' : 'batch',
+      allowPrivate: allowPrivateTargets(c),
+      fetch: guardedFetch(allowPrivateTargets(c)),
     })
   }
 

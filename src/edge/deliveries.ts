@@ -78,7 +78,7 @@ async function requeueStale(outbox: OutboxStore, queue: QueueProducer<DeliveryMe
 }
 
 /** What the queue consumer needs: the Node dispatcher's options for making an attempt. */
-export type DeliveryConsumerDeps = Pick<DispatcherOptions, 'store' | 'logger' | 'policy' | 'timeoutMs' | 'publicUrl' | 'now' | 'random' | 'leaseMode'>
+export type DeliveryConsumerDeps = Pick<DispatcherOptions, 'store' | 'logger' | 'policy' | 'timeoutMs' | 'publicUrl' | 'now' | 'random' | 'leaseMode' | 'allowPrivate'>
 
 /**
  * The delivery queue's consumer: each message is one attempt of one delivery (signed as on Node,
@@ -112,7 +112,14 @@ export async function consumeDeliveryBatch(batch: QueueBatch<unknown>, deps: Del
         // holds (or made) it, this message looks at the delivery again when that lease ends.
         const lease = await leases.claim(d, now())
         if (!lease.held) return msg.retry({ delaySeconds: Math.max(1, delaySecondsUntil(lease.until, now())) })
-        const { next, attempt, result } = await attemptDelivery(d, w, { policy: deps.policy, timeoutMs: deps.timeoutMs, publicUrl: deps.publicUrl, now, random: deps.random })
+        const { next, attempt, result } = await attemptDelivery(d, w, {
+          policy: deps.policy,
+          timeoutMs: deps.timeoutMs,
+          publicUrl: deps.publicUrl,
+          now,
+          random: deps.random,
+          allowPrivate: deps.allowPrivate ?? false,
+        })
         await outbox.saveAttempts([attempt])
         await outbox.saveDeliveries([next])
         deps.logger.debug({ delivery: d.id, webhook: w.id, status: next.status, code: result.statusCode, ms: result.durationMs }, 'webhook attempt')

@@ -3,6 +3,8 @@ import { z } from 'zod'
 import { Dispatcher } from '../delivery/dispatcher.js'
 import { Delivery, DeliveryStatus, OutboxStore, publicDelivery } from '../delivery/outbox.js'
 import { publicWebhook, Webhook, WebhookInput, WebhookPatch, WebhookStore } from '../delivery/webhooks.js'
+import { allowPrivateTargets } from '../config.js'
+import { urlRefusal } from '../delivery/targets.js'
 import { ApiError, StoreUnavailableError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'
@@ -78,9 +80,17 @@ export function webhookRoutes(deps: AppDeps) {
   const webhooks = deps.delivery?.dispatcher.webhooks ?? new WebhookStore(deps.store, now)
   const outbox = deps.delivery?.dispatcher.outbox ?? new OutboxStore(deps.store)
   const dispatcher = deps.delivery?.dispatcher
+  const allowPrivate = allowPrivateTargets(deps.config)
+  /** A refused target is a 400 on `url` when the endpoint is made, not a delivery dead at its first attempt. */
+  const checkUrl = async (url: string | undefined) => {
+    if (url === undefined) return
+    const why = deps.webhookTargetRefusal ? await deps.webhookTargetRefusal(url) : urlRefusal(url, allowPrivate)
+    if (why) throw new ApiError({ code: 'BAD_REQUEST', message: `the webhook target is refused: ${why}`, details: [{ path: 'url', message: why }] })
+  }
 
   app.post('/webhooks', admin, async (c) => {
     const input = parse(WebhookInput, await jsonBody(c), 'webhook')
+    await checkUrl(input.url)
     const w = await storeCall(webhooks.create(input))
     dispatcher?.webhookChanged(w)
     return c.json({ ...publicWebhook(w), secret: w.secret } satisfies CreatedWebhook, 201)
@@ -95,6 +105,7 @@ export function webhookRoutes(deps: AppDeps) {
 
   app.patch('/webhooks/:id', admin, async (c) => {
     const patch = parse(WebhookPatch, await jsonBody(c), 'webhook change')
+    await checkUrl(patch.url)
     const w = await storeCall(webhooks.update(c.req.param('id'), patch))
     dispatcher?.webhookChanged(w)
     return c.json(publicWebhook(w))

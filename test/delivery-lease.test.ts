@@ -5,7 +5,8 @@ import { Dispatcher } from '../src/delivery/dispatcher.js'
 import { type LocalClickHouse, serveClickHouseHttp } from '../src/edge/local-clickhouse.js'
 import { SignalBus } from '../src/signals.js'
 import { type Child, freePort, spawnServer, waitReady } from './child-server.js'
-import { fire, makeSignal, type Receiver, startReceiver, until } from './delivery-helpers.js'
+import { fire, makeSignal, type Receiver, startReceiver } from './delivery-helpers.js'
+import { until } from './poll.js'
 import { ADMIN_TOKEN, tempDir, WRITE_KEY } from './harness.js'
 
 // One sender per delivery attempt across every sender on one store (delivery_leases_v1): two

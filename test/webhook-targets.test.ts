@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Dispatcher } from '../src/delivery/dispatcher.js'
 import { guardedFetch } from '../src/delivery/guarded-fetch.js'
 import { addressRefusal, urlRefusal } from '../src/delivery/targets.js'
-import { fire, makeSignal, startReceiver, until } from './delivery-helpers.js'
+import { fire, makeSignal, startReceiver } from './delivery-helpers.js'
+import { until } from './poll.js'
 import { startTestServer, type TestServer } from './harness.js'
 
 // Webhook targets: link-local and cloud-metadata addresses never; private and loopback ranges only

@@ -20,6 +20,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort } from '../test/child-server.js'
 import { writeSection } from './report.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -33,14 +34,6 @@ const WRITE_KEY = 'chaos_write_key_0123456789'
 const ADMIN = 'chaos_admin_token_0123456789'
 const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const { port } = s.address() as AddressInfo
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
 
 /** DATA_DIR on a tmpfs of its own, so the disk can be filled without touching the machine's; undefined without root. */
 function tmpfsDir(): string | undefined {

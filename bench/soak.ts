@@ -20,6 +20,7 @@ import type { AddressInfo } from 'node:net'
 import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { freePort } from '../test/child-server.js'
 import { percentile, writeSection } from './report.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
@@ -32,14 +33,6 @@ const USERS_PER_ACCOUNT = 4
 const WRITE_KEY = 'soak_write_key_0123456789'
 const ADMIN = 'soak_admin_token_0123456789'
 const log = (s: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${s}\n`)
-
-async function freePort(): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r))
-  const { port } = s.address() as AddressInfo
-  await new Promise<void>((r) => s.close(() => r()))
-  return port
-}
 
 const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MB`

@@ -146,6 +146,9 @@ describe('numbers are kept as sent', () => {
     ])
     const [ev] = await store().query<{ traits: string }>('SELECT traits FROM events_v1 WHERE message_id = {id:String}', { id: i })
     expect(ev?.traits).toBe('{"big":9223372036854775813,"small":1.5}')
+    // Read back through the API, still every digit.
+    const profile = await (await sb.admin(`/v1/users/${user}`)).text()
+    expect(profile).toContain('"traits":{"big":9223372036854775813,"small":1.5}')
   })
 
   it('a numeric id beyond 2^53 is stored with every digit', async () => {

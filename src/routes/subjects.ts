@@ -1,6 +1,7 @@
 import { Hono } from 'hono'
 import { z } from 'zod'
 import type { Lifecycle } from '../lifecycle/lifecycle.js'
+import { stringifyJson } from '../../ingest/json.js'
 import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { requireAdmin } from '../middleware.js'
@@ -24,7 +25,8 @@ export function subjectsRoutes(deps: AppDeps, lifecycle: Lifecycle) {
       const id = c.req.param('id')
       const profile = await subjectProfile(deps.store, lifecycle, type, id, now())
       if (!profile) throw new ApiError({ code: 'NOT_FOUND', message: `no ${type} ${id}` })
-      return c.json(profile)
+      // Trait values keep every digit as sent (an integer beyond 2^53 is a LosslessNumber here).
+      return c.body(stringifyJson(profile, true), 200, { 'content-type': 'application/json; charset=UTF-8' })
     })
   }
 

@@ -1,3 +1,4 @@
+import { parseJson as parseStoredJson } from '../../ingest/json.js'
 import { attributedEvents, boundLinks, ownedBy } from '../../rules/attribution.js'
 import { Params } from '../../rules/compile/sql.js'
 import { loadScope } from '../../rules/scope.js'
@@ -59,7 +60,7 @@ export async function subjectSeen(store: Store, type: SubjectType, id: string): 
   return row && { first_seen: isoFromCh(row.first_seen), last_seen: isoFromCh(row.last_seen) }
 }
 
-/** A subject's latest value of each trait as of `now`, in key order (values parsed from JSON where they are JSON). */
+/** A subject's latest value of each trait as of `now`, in key order (values parsed from JSON where they are JSON; write them out with ingest/json stringifyJson). */
 export async function latestTraits(store: Store, type: SubjectType, id: string, now: number): Promise<Record<string, unknown>> {
   const t = T[type]
   const rows = await store.query<{ key: string; value: string }>(
@@ -83,9 +84,10 @@ export async function membersOf(store: Store, type: SubjectType, id: string): Pr
   return rows.map((m) => ({ id: m.id, first_seen: isoFromCh(m.first_seen), last_seen: isoFromCh(m.last_seen) }))
 }
 
+/** A stored JSON value, numbers as sent (an integer beyond 2^53 comes back as a LosslessNumber); text that is not JSON as is. */
 function parseJson(s: string): unknown {
   try {
-    return JSON.parse(s)
+    return parseStoredJson(s).value
   } catch {
     return s
   }

@@ -1,11 +1,11 @@
-import { Hono } from 'hono'
 import { requestId } from 'hono/request-id'
 import { ingestRoutes } from '../ingest/routes.js'
 import { ApiError, handleError } from './errors.js'
 import type { AppDeps, AppEnv } from './env.js'
 import { requestLogger } from './middleware.js'
 import { Readiness } from './readiness.js'
-import { openApiRoutes } from './routes/openapi.js'
+import { serveOpenApi } from './routes/openapi.js'
+import { router } from './routes/router.js'
 import { statsRoutes } from './routes/stats.js'
 import { streamRoutes } from './routes/stream.js'
 import { webhookRoutes } from './routes/webhooks.js'
@@ -13,7 +13,7 @@ import { rulesApi } from './routes/evaluate.js'
 
 /** The whole HTTP surface, independent of the runtime that serves it. */
 export function createApp(deps: AppDeps) {
-  const app = new Hono<AppEnv>()
+  const app = router()
   app.use(requestId())
   app.use(requestLogger(deps.logger))
   app.onError(handleError)
@@ -34,12 +34,12 @@ export function createApp(deps: AppDeps) {
     const { ready, checks } = await readiness.check()
     return c.json({ status: ready ? 'ready' : 'unavailable', store: deps.store.kind, checks }, ready ? 200 : 503)
   })
-  app.route('/', openApiRoutes())
   app.route('/v1', ingestRoutes(deps))
   app.route('/v1', statsRoutes(deps))
   app.route('/v1', webhookRoutes(deps))
   app.route('/v1', streamRoutes(deps))
   app.route('/v1', rulesApi(deps))
+  serveOpenApi(app)
   return app
 }
 

@@ -20,6 +20,17 @@ describe('GET /openapi.json', () => {
     expect(track.requestBody.content['application/json'].schema.required).toContain('event')
     expect(doc.paths['/v1/rules/{id}']?.put.requestBody.content['application/json'].schema.properties).toHaveProperty('kind')
     expect(doc.paths['/v1/stats']?.get.security).toEqual([{ adminToken: [] }])
+    // Routes declared with createRoute: their parameters and bodies come from the zod schemas they validate with.
+    const signals = doc.paths['/v1/signals']?.get
+    expect(signals.parameters.map((p: { name: string; in: string }) => `${p.in}:${p.name}`)).toEqual(
+      expect.arrayContaining(['query:kind', 'query:rule_id', 'query:status', 'query:after', 'query:limit']),
+    )
+    expect(doc.paths['/v1/signals/{id}']?.get.responses['200'].content['application/json'].schema.properties).toHaveProperty('feedback')
+    expect(doc.paths['/v1/stats']?.get.responses['200'].content['application/json'].schema.required).toContain('events')
+    expect(doc.paths['/v1/subjects/{type}/{id}/stage']?.post.requestBody.content['application/json'].schema.required).toContain('stage')
+    expect(doc.paths['/v1/funnel']?.get.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['from', 'to', 'subject_type', 'signal', 'cohort']))
+    // Every error answer is the one error body.
+    expect(doc.paths['/v1/signals']?.get.responses['4XX'].content['application/json'].schema.properties.error.properties.code.enum).toContain('BAD_REQUEST')
   })
 
   it('documents every route the app serves, and no route it does not', async () => {

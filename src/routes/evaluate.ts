@@ -1,13 +1,13 @@
-import { Hono } from 'hono'
-import { z } from 'zod'
+import { createRoute, z } from '@hono/zod-openapi'
 import type { Evaluator } from '../../rules/evaluator.js'
 import { ApiError, zodDetails } from '../errors.js'
-import type { AppDeps, AppEnv } from '../env.js'
+import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { funnelRoutes } from './funnel.js'
 import { outcomesRoutes } from './outcomes.js'
 import { qualityRoutes } from './quality.js'
 import { rulesRoutes } from './rules.js'
+import { ADMIN, documentedBody, errors, router } from './router.js'
 import { signalsRoutes } from './signals.js'
 import { subjectsRoutes } from './subjects.js'
 
@@ -26,8 +26,18 @@ export const EvaluateRequest = z.strictObject({
 
 /** Run the evaluator now (admin). Evaluations are serialized with the background ones. */
 export function evaluateRoutes(deps: AppDeps, evaluator: Evaluator) {
-  const app = new Hono<AppEnv>()
-  app.post('/evaluate', requireAdmin(deps.adminToken), async (c) => {
+  const app = router()
+  const route = createRoute({
+    method: 'post',
+    path: '/evaluate',
+    summary: 'Evaluate now: {fired, resolved, errors}; no body evaluates every enabled rule for every subject',
+    security: ADMIN,
+    middleware: [requireAdmin(deps.adminToken)] as const,
+    // Optional, and an empty body is {}: the handler reads it.
+    request: { body: { ...documentedBody(EvaluateRequest), required: false } },
+    responses: { 200: { description: 'OK' }, ...errors },
+  })
+  app.openapi(route, async (c) => {
     const text = await c.req.text()
     let body: unknown = {}
     if (text.trim()) {
@@ -51,7 +61,7 @@ export function evaluateRoutes(deps: AppDeps, evaluator: Evaluator) {
 /** The rules layer's HTTP surface: rules, backtests, signals, evaluate, subjects and the funnel. */
 export function rulesApi(deps: AppDeps) {
   const { lifecycle, evaluator } = deps
-  const app = new Hono<AppEnv>()
+  const app = router()
   app.route('/', rulesRoutes(deps))
   app.route('/', qualityRoutes(deps))
   app.route('/', outcomesRoutes(deps))

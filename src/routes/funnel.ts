@@ -1,12 +1,12 @@
-import { Hono } from 'hono'
-import { z } from 'zod'
+import { createRoute, z } from '@hono/zod-openapi'
 import type { Lifecycle } from '../lifecycle/lifecycle.js'
 import { ApiError, zodDetails } from '../errors.js'
-import type { AppDeps, AppEnv } from '../env.js'
+import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { SubjectType } from '../signals.js'
 import { getRule } from '../../rules/store.js'
 import { IsoTime } from './rules.js'
+import { ADMIN, errors, router } from './router.js'
 
 const DAY = 86_400_000
 
@@ -24,18 +24,23 @@ export const FunnelQuery = z
 
 /** The funnel report (admin): per stage, entered, conversion to the next, time in stage, stalls. */
 export function funnelRoutes(deps: AppDeps, lifecycle: Lifecycle) {
-  const app = new Hono<AppEnv>()
+  const app = router()
   const now = deps.now ?? Date.now
-  app.get('/funnel', requireAdmin(deps.adminToken), async (c) => {
-    const parsed = FunnelQuery.safeParse(c.req.query())
-    if (!parsed.success) {
-      const details = zodDetails(parsed.error)
-      throw new ApiError({ code: 'BAD_REQUEST', message: `invalid query: ${details[0]?.path}: ${details[0]?.message}`, details })
-    }
-    const to = parsed.data.to ?? now()
-    const from = parsed.data.from ?? to - 90 * DAY
+  const route = createRoute({
+    method: 'get',
+    path: '/funnel',
+    summary: 'Funnel: entered, conversion, time in stage, where subjects stall; split by a signal, or by month of entry',
+    security: ADMIN,
+    middleware: [requireAdmin(deps.adminToken)] as const,
+    request: { query: FunnelQuery },
+    responses: { 200: { description: 'OK' }, ...errors },
+  })
+  app.openapi(route, async (c) => {
+    const q = c.req.valid('query')
+    const to = q.to ?? now()
+    const from = q.from ?? to - 90 * DAY
     if (from > to) throw new ApiError({ code: 'BAD_REQUEST', message: 'from is after to', details: [{ path: 'from', message: 'must not be after to' }] })
-    const { subject_type, signal, cohort } = parsed.data
+    const { subject_type, signal, cohort } = q
     // A deleted rule still has its signals: any version will do.
     if (signal && !(await getRule(deps.store, signal))) throw new ApiError({ code: 'NOT_FOUND', message: `no rule ${signal}`, details: [{ path: 'signal', message: 'no such rule' }] })
     return c.json(await lifecycle.funnel(subject_type, from, to, { signal, cohort }))

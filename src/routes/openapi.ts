@@ -1,16 +1,12 @@
-import { Hono } from 'hono'
+import type { OpenAPIHono } from '@hono/zod-openapi'
 import { z } from 'zod'
 import { BatchBody, MessageSchemas } from '../../ingest/schema.js'
 import { RuleDocument } from '../../rules/schema.js'
 import type { AppEnv } from '../env.js'
-import { Feedback, FeedbackRequest, SignalWithFeedback } from '../feedback/feedback.js'
 import { OutcomeDocument } from '../quality/outcomes.js'
 import { QualityReport } from '../quality/quality.js'
 import { Signal } from '../signals.js'
-import { EvaluateRequest } from './evaluate.js'
 import { BacktestRequest } from './rules.js'
-import { StatsResponse } from './stats.js'
-import { StageRequest } from './subjects.js'
 import { DELIVERY_OPERATIONS } from './webhooks.js'
 
 /** zod → JSON Schema for a request or response body; transforms are described by their input. */
@@ -27,7 +23,6 @@ const OPERATIONS: Record<string, Op> = {
   'GET /health': { summary: 'Liveness: the process serves requests', auth: 'none' },
   'GET /ready': { summary: 'Readiness: the store answers, accepted a write within READY_INTERVAL_MS, and the outbox is draining (503 otherwise)', auth: 'none' },
   ...TRACKING,
-  'GET /v1/stats': { summary: 'Counts: events (once per messageId), users, accounts, signals', auth: 'admin', response: StatsResponse },
   'GET /v1/rules': { summary: 'Current rules', auth: 'admin' },
   'GET /v1/rules/schema': { summary: 'JSON Schema of rule documents', auth: 'admin' },
   'PUT /v1/rules/{id}': { summary: 'Create or update a rule (a new version); JSON or YAML', auth: 'admin', body: RuleDocument },
@@ -42,14 +37,6 @@ const OPERATIONS: Record<string, Op> = {
   'GET /v1/outcomes/{id}': { summary: 'An outcome (`?version=N` for an earlier one)', auth: 'admin' },
   'DELETE /v1/outcomes/{id}': { summary: 'Delete an outcome (a tombstone version)', auth: 'admin' },
   'GET /v1/outcomes/{id}/versions': { summary: 'Version history of an outcome', auth: 'admin' },
-  'POST /v1/evaluate': { summary: 'Evaluate now: {fired, resolved}', auth: 'admin', body: EvaluateRequest },
-  'GET /v1/signals': { summary: 'Signals, paged with a cursor (`after`), filtered by kind, rule, subject, status, time', auth: 'admin' },
-  'GET /v1/signals/{id}': { summary: 'One signal, with the feedback people gave on it', auth: 'admin', response: SignalWithFeedback },
-  'POST /v1/signals/{id}/feedback': { summary: 'Record a verdict on a signal: useful | not_useful, with a reason', auth: 'admin', body: FeedbackRequest, response: Feedback },
-  'GET /v1/accounts/{id}': { summary: 'An account: stage, traits, usage per day, open signals', auth: 'admin' },
-  'GET /v1/users/{id}': { summary: 'A user: stage, traits, usage per day, open signals', auth: 'admin' },
-  'POST /v1/subjects/{type}/{id}/stage': { summary: 'Move a subject to a lifecycle stage (from a CRM)', auth: 'admin', body: StageRequest },
-  'GET /v1/funnel': { summary: 'Funnel: entered, conversion, time in stage, where subjects stall', auth: 'admin' },
   ...DELIVERY_OPERATIONS,
 }
 
@@ -58,12 +45,18 @@ const ERROR = {
   content: { 'application/json': { schema: { type: 'object', properties: { error: { type: 'object' } } } } },
 }
 
-/** The OpenAPI 3 document of the API, built from the same zod schemas the routes validate with. */
-export function openApiDocument(extra: Record<string, Op> = {}) {
-  const paths: Record<string, Record<string, unknown>> = {}
-  for (const [key, op] of Object.entries({ ...OPERATIONS, ...extra })) {
+/**
+ * The OpenAPI 3 document of the API: the routes declared with `createRoute` (src/routes/router.ts)
+ * generate their part from their own zod schemas; the groups not converted yet are still listed in
+ * OPERATIONS above. test/openapi.test.ts fails when a served route is in neither.
+ */
+export function openApiDocument(app: OpenAPIHono<AppEnv>) {
+  const info = { title: 'signalbox', version: '0.1.0', description: 'Product-led-growth signals over a Segment-compatible tracking API' }
+  const generated = app.getOpenAPIDocument({ openapi: '3.0.3', info })
+  const paths: Record<string, Record<string, unknown>> = { ...(generated.paths as Record<string, Record<string, unknown>>) }
+  for (const [key, op] of Object.entries(OPERATIONS)) {
     const [method, path] = key.split(' ') as [string, string]
-    paths[path] ??= {}
+    paths[path] = { ...paths[path] }
     paths[path][method.toLowerCase()] = {
       summary: op.summary,
       security: op.auth === 'none' ? [] : [{ [op.auth === 'write' ? 'writeKey' : 'adminToken']: [] }],
@@ -76,22 +69,21 @@ export function openApiDocument(extra: Record<string, Op> = {}) {
     }
   }
   return {
-    openapi: '3.0.3',
-    info: { title: 'signalbox', version: '0.1.0', description: 'Product-led-growth signals over a Segment-compatible tracking API' },
+    ...generated,
     components: {
+      ...generated.components,
       securitySchemes: {
         writeKey: { type: 'http', scheme: 'basic', description: 'the write key as the username, empty password' },
         adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN' },
       },
-      schemas: { Signal: schema(Signal), RuleDocument: schema(RuleDocument) },
+      schemas: { ...generated.components?.schemas, Signal: schema(Signal), RuleDocument: schema(RuleDocument) },
     },
     paths,
   }
 }
 
-export function openApiRoutes() {
-  const app = new Hono<AppEnv>()
+/** GET /openapi.json, generated once from the app it is mounted on. */
+export function serveOpenApi(app: OpenAPIHono<AppEnv>) {
   let doc: ReturnType<typeof openApiDocument> | undefined
-  app.get('/openapi.json', (c) => c.json((doc ??= openApiDocument())))
-  return app
+  app.get('/openapi.json', (c) => c.json((doc ??= openApiDocument(app))))
 }

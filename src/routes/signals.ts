@@ -1,12 +1,12 @@
-import { Hono } from 'hono'
-import { z } from 'zod'
+import { createRoute, z } from '@hono/zod-openapi'
 import { ApiError, zodDetails } from '../errors.js'
-import { FeedbackRequest, recordFeedback, type SignalWithFeedback, withFeedback } from '../feedback/feedback.js'
-import type { AppDeps, AppEnv } from '../env.js'
+import { Feedback, FeedbackRequest, recordFeedback, SignalWithFeedback, withFeedback } from '../feedback/feedback.js'
+import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { SIGNAL_ID, SignalKind, SubjectType } from '../signals.js'
 import { getSignal, querySignals } from '../signals/queries.js'
 import { IsoTime, parseJsonBody } from './rules.js'
+import { ADMIN, documentedBody, errors, ok, router } from './router.js'
 
 const list = <T extends z.ZodType<unknown, string>>(item: T) =>
   z
@@ -31,35 +31,60 @@ export const SignalQuery = z.strictObject({
 })
 export type SignalQuery = z.output<typeof SignalQuery>
 
-export type SignalPageWithFeedback = { data: SignalWithFeedback[]; next: string | null }
+export const SignalPageWithFeedback = z.object({ data: z.array(SignalWithFeedback), next: z.string().nullable() })
+export type SignalPageWithFeedback = z.infer<typeof SignalPageWithFeedback>
+
+const SignalParams = z.object({ id: z.string() })
 
 /** Signals as stored (admin). The live stream (/v1/signals/stream) is delivery's. */
 export function signalsRoutes(deps: AppDeps) {
-  const app = new Hono<AppEnv>()
+  const app = router()
   const admin = requireAdmin(deps.adminToken)
   const now = deps.now ?? Date.now
 
-  app.get('/signals', admin, async (c) => {
-    const parsed = SignalQuery.safeParse(c.req.query())
-    if (!parsed.success) {
-      const details = zodDetails(parsed.error)
-      throw new ApiError({ code: 'BAD_REQUEST', message: `invalid query: ${details[0]?.path}: ${details[0]?.message}`, details })
-    }
-    const page = await querySignals(deps.store, parsed.data)
-    return c.json({ ...page, data: await withFeedback(deps.store, page.data) } satisfies SignalPageWithFeedback)
+  const list = createRoute({
+    method: 'get',
+    path: '/signals',
+    summary: 'Signals, paged with a cursor (`after`), filtered by kind, rule, subject, status, time',
+    security: ADMIN,
+    middleware: [admin] as const,
+    request: { query: SignalQuery },
+    responses: { 200: ok(SignalPageWithFeedback), ...errors },
+  })
+  app.openapi(list, async (c) => {
+    const page = await querySignals(deps.store, c.req.valid('query'))
+    return c.json({ ...page, data: await withFeedback(deps.store, page.data) } satisfies SignalPageWithFeedback, 200)
   })
 
-  // Only `sig_…` matches here, so /v1/signals/stream stays with the stream route; a malformed
-  // id (sig_nope) is a signal that does not exist, not a missing route.
-  app.get('/signals/:id{sig_[^/]+}', admin, async (c) => {
+  // /v1/signals/stream is the stream route's: it is registered first (src/app.ts) and answers
+  // before this one; a malformed id (sig_nope) is a signal that does not exist, not a missing route.
+  const one = createRoute({
+    method: 'get',
+    path: '/signals/{id}',
+    summary: 'One signal, with the feedback people gave on it',
+    security: ADMIN,
+    middleware: [admin] as const,
+    request: { params: SignalParams },
+    responses: { 200: ok(SignalWithFeedback), ...errors },
+  })
+  app.openapi(one, async (c) => {
     const signal = await getSignal(deps.store, c.req.param('id'))
     if (!signal) throw new ApiError({ code: 'NOT_FOUND', message: `no signal ${c.req.param('id')}` })
     const [withIt] = await withFeedback(deps.store, [signal])
-    return c.json(withIt)
+    return c.json(withIt as SignalWithFeedback, 200)
   })
 
   // A person's verdict (accepted as useful, dismissed with a reason); the quality report counts it.
-  app.post('/signals/:id/feedback', admin, async (c) => {
+  const feedbackRoute = createRoute({
+    method: 'post',
+    path: '/signals/{id}/feedback',
+    summary: 'Record a verdict on a signal: useful | not_useful, with a reason',
+    security: ADMIN,
+    middleware: [admin] as const,
+    request: { params: SignalParams, body: documentedBody(FeedbackRequest) },
+    responses: { 201: ok(Feedback, 'Recorded'), ...errors },
+  })
+  app.openapi(feedbackRoute, async (c) => {
     // A malformed id is a signal that does not exist (404 from recordFeedback), as on GET.
     const id = c.req.param('id')
     const parsed = FeedbackRequest.safeParse(parseJsonBody(await c.req.text()))

@@ -1,9 +1,9 @@
-import { Hono } from 'hono'
-import { z } from 'zod'
+import { createRoute, z } from '@hono/zod-openapi'
 import { StoreUnavailableError } from '../errors.js'
-import type { AppDeps, AppEnv } from '../env.js'
+import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { readStats } from '../stats/queries.js'
+import { ADMIN, errors, ok, router } from './router.js'
 
 export const StatsResponse = z.object({
   events: z.number(),
@@ -17,12 +17,20 @@ export const StatsResponse = z.object({
 export type StatsResponse = z.infer<typeof StatsResponse>
 
 export function statsRoutes(deps: AppDeps) {
-  const app = new Hono<AppEnv>()
-  app.get('/stats', requireAdmin(deps.adminToken), async (c) => {
+  const app = router()
+  const route = createRoute({
+    method: 'get',
+    path: '/stats',
+    summary: 'Counts: events (once per messageId), users, accounts, signals',
+    security: ADMIN,
+    middleware: [requireAdmin(deps.adminToken)] as const,
+    responses: { 200: ok(StatsResponse), ...errors },
+  })
+  app.openapi(route, async (c) => {
     const stats = await readStats(deps.store).catch((err) => {
       throw new StoreUnavailableError(err)
     })
-    return c.json(StatsResponse.parse(stats))
+    return c.json(StatsResponse.parse(stats), 200)
   })
   return app
 }

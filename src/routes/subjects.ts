@@ -1,12 +1,12 @@
-import { Hono } from 'hono'
-import { z } from 'zod'
+import { createRoute, z } from '@hono/zod-openapi'
 import type { Lifecycle } from '../lifecycle/lifecycle.js'
 import { stringifyJson } from '../../ingest/json.js'
 import { ApiError, zodDetails } from '../errors.js'
-import type { AppDeps, AppEnv } from '../env.js'
+import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { SubjectType } from '../signals.js'
 import { subjectProfile } from '../subjects/profile.js'
+import { ADMIN, documentedBody, errors, router } from './router.js'
 
 export const StageRequest = z.strictObject({
   stage: z.string().min(1),
@@ -16,12 +16,21 @@ export const StageRequest = z.strictObject({
 
 /** Accounts and users as sales and CS see them; stage moves from a CRM. */
 export function subjectsRoutes(deps: AppDeps, lifecycle: Lifecycle) {
-  const app = new Hono<AppEnv>()
+  const app = router()
   const admin = requireAdmin(deps.adminToken)
   const now = deps.now ?? Date.now
 
   for (const type of ['account', 'user'] as const) {
-    app.get(`/${type}s/:id`, admin, async (c) => {
+    const route = createRoute({
+      method: 'get',
+      path: `/${type}s/{id}`,
+      summary: `A${type === 'account' ? 'n' : ''} ${type}: stage, traits, usage per day, open signals`,
+      security: ADMIN,
+      middleware: [admin] as const,
+      request: { params: z.object({ id: z.string() }) },
+      responses: { 200: { description: 'OK' }, ...errors },
+    })
+    app.openapi(route, async (c) => {
       const id = c.req.param('id')
       const profile = await subjectProfile(deps.store, lifecycle, type, id, now())
       if (!profile) throw new ApiError({ code: 'NOT_FOUND', message: `no ${type} ${id}` })
@@ -30,7 +39,17 @@ export function subjectsRoutes(deps: AppDeps, lifecycle: Lifecycle) {
     })
   }
 
-  app.post('/subjects/:type/:id/stage', admin, async (c) => {
+  const stage = createRoute({
+    method: 'post',
+    path: '/subjects/{type}/{id}/stage',
+    summary: 'Move a subject to a lifecycle stage (from a CRM)',
+    security: ADMIN,
+    middleware: [admin] as const,
+    // The type is checked by the handler, which names it in its own words.
+    request: { params: z.object({ type: z.string(), id: z.string() }), body: documentedBody(StageRequest) },
+    responses: { 201: { description: 'The transition recorded' }, ...errors },
+  })
+  app.openapi(stage, async (c) => {
     const type = SubjectType.safeParse(c.req.param('type'))
     if (!type.success) {
       throw new ApiError({ code: 'BAD_REQUEST', message: 'the subject type is account or user', details: [{ path: 'type', message: 'must be account or user' }] })

@@ -1,3 +1,4 @@
+import { createRoute } from '@hono/zod-openapi'
 import { requestId } from 'hono/request-id'
 import { ingestRoutes } from '../ingest/routes.js'
 import { ApiError, handleError } from './errors.js'
@@ -22,7 +23,8 @@ export function createApp(deps: AppDeps) {
   })
 
   // Liveness: the process serves requests. Whether it can take writes is /ready's question.
-  app.get('/health', (c) => c.json({ status: 'ok', store: deps.store.kind }))
+  const health = createRoute({ method: 'get', path: '/health', summary: 'Liveness: the process serves requests', security: [], responses: { 200: { description: 'OK' } } })
+  app.openapi(health, (c) => c.json({ status: 'ok', store: deps.store.kind }))
   const readiness = new Readiness({
     store: deps.store,
     writes: deps.sink.health,
@@ -30,7 +32,14 @@ export function createApp(deps: AppDeps) {
     intervalMs: deps.config.READY_INTERVAL_MS,
     now: deps.now ?? Date.now,
   })
-  app.get('/ready', async (c) => {
+  const ready = createRoute({
+    method: 'get',
+    path: '/ready',
+    summary: 'Readiness: the store answers, accepted a write within READY_INTERVAL_MS, and the outbox is draining (503 otherwise)',
+    security: [],
+    responses: { 200: { description: 'Ready' }, 503: { description: 'Not ready: which check failed' } },
+  })
+  app.openapi(ready, async (c) => {
     const { ready, checks } = await readiness.check()
     return c.json({ status: ready ? 'ready' : 'unavailable', store: deps.store.kind, checks }, ready ? 200 : 503)
   })

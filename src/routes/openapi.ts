@@ -6,7 +6,6 @@ import type { AppEnv } from '../env.js'
 import { OutcomeDocument } from '../quality/outcomes.js'
 import { QualityReport } from '../quality/quality.js'
 import { Signal } from '../signals.js'
-import { BacktestRequest } from './rules.js'
 import { DELIVERY_OPERATIONS } from './webhooks.js'
 
 /** zod → JSON Schema for a request or response body; transforms are described by their input. */
@@ -20,16 +19,7 @@ const TRACKING: Record<string, Op> = Object.fromEntries([
 ])
 
 const OPERATIONS: Record<string, Op> = {
-  'GET /health': { summary: 'Liveness: the process serves requests', auth: 'none' },
-  'GET /ready': { summary: 'Readiness: the store answers, accepted a write within READY_INTERVAL_MS, and the outbox is draining (503 otherwise)', auth: 'none' },
   ...TRACKING,
-  'GET /v1/rules': { summary: 'Current rules', auth: 'admin' },
-  'GET /v1/rules/schema': { summary: 'JSON Schema of rule documents', auth: 'admin' },
-  'PUT /v1/rules/{id}': { summary: 'Create or update a rule (a new version); JSON or YAML', auth: 'admin', body: RuleDocument },
-  'GET /v1/rules/{id}': { summary: 'A rule (`?version=N` for an earlier one)', auth: 'admin' },
-  'DELETE /v1/rules/{id}': { summary: 'Delete a rule (a tombstone version)', auth: 'admin' },
-  'GET /v1/rules/{id}/versions': { summary: 'Version history of a rule', auth: 'admin' },
-  'POST /v1/rules/{id}/backtest': { summary: 'What a rule would have fired over stored history, and the quality of those fires', auth: 'admin', body: BacktestRequest },
   'GET /v1/rules/{id}/quality': { summary: 'Quality of a rule against its outcome: precision, base rate, lift, recall, lead time, useful share', auth: 'admin', response: QualityReport },
   'GET /v1/outcomes': { summary: 'Current outcomes', auth: 'admin' },
   'GET /v1/outcomes/schema': { summary: 'JSON Schema of outcome documents', auth: 'admin' },

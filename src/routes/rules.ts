@@ -1,7 +1,6 @@
-import { Hono } from 'hono'
-import { z } from 'zod'
+import { createRoute, z } from '@hono/zod-openapi'
 import { backtest, MAX_MOMENTS, type BacktestResult } from '../../rules/backtest.js'
-import { Duration, parseDuration, type Rule, ruleJsonSchema } from '../../rules/schema.js'
+import { Duration, parseDuration, type Rule, RuleDocument, ruleJsonSchema } from '../../rules/schema.js'
 import {
   checkRuleId,
   deleteRule,
@@ -15,8 +14,9 @@ import {
 } from '../../rules/store.js'
 import { ApiError, zodDetails } from '../errors.js'
 import { backtestQuality } from '../quality/quality.js'
-import type { AppDeps, AppEnv } from '../env.js'
+import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
+import { ADMIN, documentedBody, errors, router } from './router.js'
 
 /** A rule as the API shows it. */
 export type RuleResponse = {
@@ -97,19 +97,44 @@ export function parseJsonBody(text: string): unknown {
 }
 
 /** Rule management (admin): versioned documents, their JSON Schema, and backtests. */
+// Ids and versions are checked by the handlers (checkRuleId names the problem): documented here, not validated twice.
+const RuleIdParam = z.object({ id: z.string() })
+
 export function rulesRoutes(deps: AppDeps) {
-  const app = new Hono<AppEnv>()
+  const app = router()
   const admin = requireAdmin(deps.adminToken)
   const now = deps.now ?? Date.now
 
-  app.get('/rules/schema', admin, (c) => c.json(ruleJsonSchema()))
+  app.openapi(createRoute({
+    method: 'get',
+    path: '/rules/schema',
+    summary: 'JSON Schema of rule documents',
+    security: ADMIN,
+    middleware: [admin] as const,
+    responses: { 200: { description: 'OK' }, ...errors },
+  }), (c) => c.json(ruleJsonSchema()))
 
-  app.get('/rules', admin, async (c) => {
+  app.openapi(createRoute({
+    method: 'get',
+    path: '/rules',
+    summary: 'Current rules',
+    security: ADMIN,
+    middleware: [admin] as const,
+    responses: { 200: { description: 'OK' }, ...errors },
+  }), async (c) => {
     const rules = await listRules(deps.store)
     return c.json({ data: rules.map(toRuleResponse) })
   })
 
-  app.get('/rules/:id', admin, async (c) => {
+  app.openapi(createRoute({
+    method: 'get',
+    path: '/rules/{id}',
+    summary: 'A rule (`?version=N` for an earlier one)',
+    security: ADMIN,
+    middleware: [admin] as const,
+    request: { params: RuleIdParam, query: z.object({ version: z.string().optional() }) },
+    responses: { 200: { description: 'OK' }, ...errors },
+  }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const v = c.req.query('version')
     const version = v === undefined ? undefined : Number(v)
@@ -124,14 +149,30 @@ export function rulesRoutes(deps: AppDeps) {
     return c.json(toRuleResponse(stored))
   })
 
-  app.get('/rules/:id/versions', admin, async (c) => {
+  app.openapi(createRoute({
+    method: 'get',
+    path: '/rules/{id}/versions',
+    summary: 'Version history of a rule',
+    security: ADMIN,
+    middleware: [admin] as const,
+    request: { params: RuleIdParam },
+    responses: { 200: { description: 'OK' }, ...errors },
+  }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const versions = await listVersions(deps.store, id)
     if (versions.length === 0) throw new ApiError({ code: 'NOT_FOUND', message: `no rule ${id}` })
     return c.json({ id, data: versions })
   })
 
-  app.put('/rules/:id', admin, async (c) => {
+  app.openapi(createRoute({
+    method: 'put',
+    path: '/rules/{id}',
+    summary: 'Create or update a rule (a new version); JSON or YAML',
+    security: ADMIN,
+    middleware: [admin] as const,
+    request: { params: RuleIdParam, body: documentedBody(RuleDocument, ['application/json', 'application/yaml']) },
+    responses: { 200: { description: 'Updated or unchanged' }, 201: { description: 'Created' }, ...errors },
+  }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const text = await readBody(c.req.raw)
     const docs = parseRuleText(text, c.req.header('content-type'))
@@ -143,14 +184,30 @@ export function rulesRoutes(deps: AppDeps) {
     return c.json({ ...toRuleResponse(stored), status }, status === 'created' ? 201 : 200)
   })
 
-  app.delete('/rules/:id', admin, async (c) => {
+  app.openapi(createRoute({
+    method: 'delete',
+    path: '/rules/{id}',
+    summary: 'Delete a rule (a tombstone version)',
+    security: ADMIN,
+    middleware: [admin] as const,
+    request: { params: RuleIdParam },
+    responses: { 200: { description: 'OK' }, ...errors },
+  }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const stored = await deleteRule(deps.store, id, now())
     if (!stored) throw new ApiError({ code: 'NOT_FOUND', message: `no rule ${id}` })
     return c.json({ id, version: stored.version, deleted: true })
   })
 
-  app.post('/rules/:id/backtest', admin, async (c) => {
+  app.openapi(createRoute({
+    method: 'post',
+    path: '/rules/{id}/backtest',
+    summary: 'What a rule would have fired over stored history, and the quality of those fires',
+    security: ADMIN,
+    middleware: [admin] as const,
+    request: { params: RuleIdParam, body: documentedBody(BacktestRequest) },
+    responses: { 200: { description: 'OK' }, ...errors },
+  }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const parsed = BacktestRequest.safeParse(parseJsonBody(await readBody(c.req.raw)))
     if (!parsed.success) {

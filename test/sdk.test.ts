@@ -88,10 +88,13 @@ describe('Signalbox', () => {
     })
     // The subscription is live once a signal fired after it arrives; earlier ones are not replayed.
     const probe = makeSignal({ kind: 'mql' })
+    const probed = () => got.some((e) => e.data.id === probe.id)
+    // Fired again only if a probe has not arrived within 2 s (the subscription was not live yet), so
+    // no late second probe lands among the signals counted below.
     await until(async () => {
-      if (got.some((e) => e.data.id === probe.id)) return true
+      if (probed()) return true
       await fire(sb.server.store, sb.server.bus, probe)
-      return got.some((e) => e.data.id === probe.id)
+      return until(probed, { timeoutMs: 2000 }).catch(() => false)
     })
     got.length = 0
     const events = await fire(sb.server.store, sb.server.bus, makeSignal({ kind: 'pql' }), makeSignal({ kind: 'mql' }))

@@ -115,6 +115,33 @@ describe('a store that is down is a 503 for everyone', () => {
   })
 })
 
+describe('the daily rollup survives an insert that failed after its events were committed', () => {
+  it('the view part of an insert fails (the events part is stored): the resend writes the rollup rows again', async () => {
+    const ids = [uid('rollup'), uid('rollup')]
+    const account = uid('rollup-acc')
+    const batch = ids.map((id) => ({ ...track(id), context: { groupId: account } }))
+    const rollup = async () =>
+      Number((await store().query<{ n: number }>('SELECT uniqExactMerge(messages) AS n FROM activity_daily_v1 WHERE account_id = {a:String}', { a: account }))[0]?.n)
+    // A real ClickHouse refusal in the materialized view's insert only, after events_v1's part is written.
+    await store().command('ALTER TABLE activity_daily_v1 ADD CONSTRAINT rollup_refuse CHECK 0')
+    let status: number
+    try {
+      status = (await sb.post('/v1/batch', { batch })).status
+    } finally {
+      await store().command('ALTER TABLE activity_daily_v1 DROP CONSTRAINT rollup_refuse')
+    }
+    expect(status).toBe(503)
+    expect(await storedIds(ids)).toEqual([...ids].sort())
+    expect(await rollup()).toBe(0)
+    const again = await sb.post('/v1/batch', { batch })
+    expect(await again.json()).toEqual({ success: true, accepted: 2, rejected: [] })
+    expect(await rollup()).toBe(2)
+    // Resent once more: the rollup rows are idempotent.
+    await sb.post('/v1/batch', { batch })
+    expect(await rollup()).toBe(2)
+  })
+})
+
 describe('/ready', () => {
   it('503 while blocks of events fail (a table that refuses every row), 200 again once the interval has passed and a probe is written', async () => {
     await store().command('ALTER TABLE events_v1 ADD CONSTRAINT ready_refuse CHECK 0')

@@ -1,7 +1,7 @@
 import { parseRuleText } from '../../rules/store.js'
 import { ApiError } from '../errors.js'
 import type { Store } from '../store/store.js'
-import { allVersions, appendVersion, latestOfAll, latestVersion, versionOf, type VersionedTable, writerFor } from '../store/versions.js'
+import { allVersions, anyVersionStored, appendVersion, latestOfAll, latestVersion, versionOf, type VersionedTable, writerFor } from '../store/versions.js'
 import { type Outcome, OUTCOME_ID, parseOutcome } from './outcomes.js'
 
 /** Versioned outcome storage (outcomes_v1), as rules are kept: a change is a version, a DELETE a tombstone. */
@@ -109,8 +109,7 @@ export async function defaultOutcomesDir(): Promise<string> {
  * deleted default stays deleted). Returns the ids stored.
  */
 export async function applyDefaultOutcomes(store: Store, now: number, dir?: string): Promise<string[]> {
-  const [row] = await store.query<{ n: number }>('SELECT count() AS n FROM (SELECT 1 FROM outcomes_v1 LIMIT 1)')
-  if (Number(row?.n ?? 0) > 0) return []
+  if (await anyVersionStored(store, TABLE)) return []
   const entries = await readOutcomeDir(dir ?? (await defaultOutcomesDir()))
   const applied: string[] = []
   for (const { outcome, source } of entries) {

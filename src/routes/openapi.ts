@@ -3,8 +3,6 @@ import { z } from 'zod'
 import { BatchBody, MessageSchemas } from '../../ingest/schema.js'
 import { RuleDocument } from '../../rules/schema.js'
 import type { AppEnv } from '../env.js'
-import { OutcomeDocument } from '../quality/outcomes.js'
-import { QualityReport } from '../quality/quality.js'
 import { Signal } from '../signals.js'
 import { DELIVERY_OPERATIONS } from './webhooks.js'
 
@@ -20,13 +18,6 @@ const TRACKING: Record<string, Op> = Object.fromEntries([
 
 const OPERATIONS: Record<string, Op> = {
   ...TRACKING,
-  'GET /v1/rules/{id}/quality': { summary: 'Quality of a rule against its outcome: precision, base rate, lift, recall, lead time, useful share', auth: 'admin', response: QualityReport },
-  'GET /v1/outcomes': { summary: 'Current outcomes', auth: 'admin' },
-  'GET /v1/outcomes/schema': { summary: 'JSON Schema of outcome documents', auth: 'admin' },
-  'PUT /v1/outcomes/{id}': { summary: 'Create or update an outcome (a new version); JSON or YAML', auth: 'admin', body: OutcomeDocument },
-  'GET /v1/outcomes/{id}': { summary: 'An outcome (`?version=N` for an earlier one)', auth: 'admin' },
-  'DELETE /v1/outcomes/{id}': { summary: 'Delete an outcome (a tombstone version)', auth: 'admin' },
-  'GET /v1/outcomes/{id}/versions': { summary: 'Version history of an outcome', auth: 'admin' },
   ...DELIVERY_OPERATIONS,
 }
 

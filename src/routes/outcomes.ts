@@ -1,7 +1,7 @@
-import { Hono } from 'hono'
+import { createRoute, z } from '@hono/zod-openapi'
 import { parseRuleText } from '../../rules/store.js'
 import { ApiError } from '../errors.js'
-import type { AppDeps, AppEnv } from '../env.js'
+import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import {
   checkOutcomeId,
@@ -12,9 +12,12 @@ import {
   putOutcome,
   type StoredOutcome,
 } from '../quality/outcome-store.js'
-import { type Outcome, outcomeJsonSchema, parseOutcome } from '../quality/outcomes.js'
+import { type Outcome, OutcomeDocument, outcomeJsonSchema, parseOutcome } from '../quality/outcomes.js'
+import { ADMIN, documentedBody, errors, ok, router } from './router.js'
 
-export type OutcomeResponse = { id: string; version: number; deleted: boolean; created_at: string; outcome: Outcome }
+/** An outcome as the API shows it. */
+export const OutcomeResponse = z.object({ id: z.string(), version: z.number().int(), deleted: z.boolean(), created_at: z.iso.datetime(), outcome: OutcomeDocument })
+export type OutcomeResponse = z.infer<typeof OutcomeResponse>
 
 const toResponse = (s: StoredOutcome): OutcomeResponse => ({ id: s.id, version: s.version, deleted: s.deleted, created_at: s.created_at, outcome: s.outcome })
 
@@ -42,49 +45,92 @@ function outcomeFromBody(text: string, contentType: string | undefined, id: stri
   return parseOutcome(doc)
 }
 
+// The id is checked by the handlers (checkOutcomeId), which name it in their own words.
+const IdParams = z.object({ id: z.string() })
+const VersionQuery = z.strictObject({ version: z.coerce.number().int('must be a positive integer').min(1, 'must be a positive integer').optional() })
+
 /** Outcome management (admin): versioned documents like rules, and their JSON Schema. */
 export function outcomesRoutes(deps: AppDeps) {
-  const app = new Hono<AppEnv>()
+  const app = router()
   const admin = requireAdmin(deps.adminToken)
   const now = deps.now ?? Date.now
 
-  app.get('/outcomes/schema', admin, (c) => c.json(outcomeJsonSchema()))
+  app.openapi(
+    createRoute({ security: ADMIN, middleware: [admin] as const, method: 'get', path: '/outcomes/schema', summary: 'JSON Schema of outcome documents', responses: { 200: { description: 'OK' }, ...errors } }),
+    (c) => c.json(outcomeJsonSchema(), 200),
+  )
 
-  app.get('/outcomes', admin, async (c) => c.json({ data: (await listOutcomes(deps.store)).map(toResponse) }))
+  app.openapi(
+    createRoute({ security: ADMIN, middleware: [admin] as const, method: 'get', path: '/outcomes', summary: 'Current outcomes', responses: { 200: ok(z.object({ data: z.array(OutcomeResponse) })), ...errors } }),
+    async (c) => c.json({ data: (await listOutcomes(deps.store)).map(toResponse) }, 200),
+  )
 
-  app.get('/outcomes/:id', admin, async (c) => {
+  const one = createRoute({
+    security: ADMIN,
+    middleware: [admin] as const,
+    method: 'get',
+    path: '/outcomes/{id}',
+    summary: 'An outcome (`?version=N` for an earlier one)',
+    request: { params: IdParams, query: VersionQuery },
+    responses: { 200: ok(OutcomeResponse), ...errors },
+  })
+  app.openapi(one, async (c) => {
     const id = checkOutcomeId(c.req.param('id'))
-    const v = c.req.query('version')
-    const version = v === undefined ? undefined : Number(v)
-    if (version !== undefined && (!Number.isInteger(version) || version < 1)) {
-      throw new ApiError({ code: 'BAD_REQUEST', message: 'version must be a positive integer', details: [{ path: 'version', message: 'must be a positive integer' }] })
-    }
+    const { version } = c.req.valid('query')
     const stored = await getOutcome(deps.store, id, version)
     if (!stored) throw new ApiError({ code: 'NOT_FOUND', message: version ? `outcome ${id} has no version ${version}` : `no outcome ${id}` })
     if (stored.deleted && version === undefined) throw new ApiError({ code: 'NOT_FOUND', message: `outcome ${id} was deleted (version ${stored.version})` })
-    return c.json(toResponse(stored))
+    return c.json(toResponse(stored), 200)
   })
 
-  app.get('/outcomes/:id/versions', admin, async (c) => {
+  const versions = createRoute({
+    security: ADMIN,
+    middleware: [admin] as const,
+    method: 'get',
+    path: '/outcomes/{id}/versions',
+    summary: 'Version history of an outcome',
+    request: { params: IdParams },
+    responses: { 200: ok(z.object({ id: z.string(), data: z.array(z.object({ version: z.number().int(), deleted: z.boolean(), created_at: z.iso.datetime() })) })), ...errors },
+  })
+  app.openapi(versions, async (c) => {
     const id = checkOutcomeId(c.req.param('id'))
-    const versions = await listOutcomeVersions(deps.store, id)
-    if (versions.length === 0) throw new ApiError({ code: 'NOT_FOUND', message: `no outcome ${id}` })
-    return c.json({ id, data: versions })
+    const data = await listOutcomeVersions(deps.store, id)
+    if (data.length === 0) throw new ApiError({ code: 'NOT_FOUND', message: `no outcome ${id}` })
+    return c.json({ id, data }, 200)
   })
 
-  app.put('/outcomes/:id', admin, async (c) => {
+  const put = createRoute({
+    security: ADMIN,
+    middleware: [admin] as const,
+    method: 'put',
+    path: '/outcomes/{id}',
+    summary: 'Create or update an outcome (a new version); JSON or YAML',
+    // Read by the handler: YAML or JSON, the id from the path, errors naming the document's paths.
+    request: { params: IdParams, body: documentedBody(OutcomeDocument, ['application/json', 'application/yaml']) },
+    responses: { 200: ok(OutcomeResponse.extend({ status: z.enum(['updated', 'unchanged']) })), 201: ok(OutcomeResponse.extend({ status: z.literal('created') }), 'Created'), ...errors },
+  })
+  app.openapi(put, async (c) => {
     const id = checkOutcomeId(c.req.param('id'))
     const text = await c.req.text()
     const outcome = outcomeFromBody(text, c.req.header('content-type'), id)
     const { stored, status } = await putOutcome(deps.store, outcome, text, now())
-    return c.json({ ...toResponse(stored), status }, status === 'created' ? 201 : 200)
+    return status === 'created' ? c.json({ ...toResponse(stored), status }, 201) : c.json({ ...toResponse(stored), status }, 200)
   })
 
-  app.delete('/outcomes/:id', admin, async (c) => {
+  const del = createRoute({
+    security: ADMIN,
+    middleware: [admin] as const,
+    method: 'delete',
+    path: '/outcomes/{id}',
+    summary: 'Delete an outcome (a tombstone version)',
+    request: { params: IdParams },
+    responses: { 200: ok(z.object({ id: z.string(), version: z.number().int(), deleted: z.literal(true) })), ...errors },
+  })
+  app.openapi(del, async (c) => {
     const id = checkOutcomeId(c.req.param('id'))
     const stored = await deleteOutcome(deps.store, id, now())
     if (!stored) throw new ApiError({ code: 'NOT_FOUND', message: `no outcome ${id}` })
-    return c.json({ id, version: stored.version, deleted: true })
+    return c.json({ id, version: stored.version, deleted: true as const }, 200)
   })
 
   return app

@@ -47,7 +47,7 @@ function outcomeFromBody(text: string, contentType: string | undefined, id: stri
 
 // The id is checked by the handlers (checkOutcomeId), which name it in their own words.
 const IdParams = z.object({ id: z.string() })
-const VersionQuery = z.strictObject({ version: z.coerce.number().int('must be a positive integer').min(1, 'must be a positive integer').optional() })
+const VersionQuery = z.object({ version: z.coerce.number().int('must be a positive integer').min(1, 'must be a positive integer').optional() })
 
 /** Outcome management (admin): versioned documents like rules, and their JSON Schema. */
 export function outcomesRoutes(deps: AppDeps) {

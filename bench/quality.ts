@@ -27,18 +27,12 @@ import { migrate } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'
 import type { Store } from '../src/store/store.js'
 import { chTime } from '../src/time.js'
-import { generate, generateDirectory } from './rules-data.js'
+import { generate, generateDirectory, shapeFromEnv } from './rules-data.js'
 import { median, ms, timed, withPeakRss, writeSection } from './report.js'
 
 const DAY = 86_400_000
 const NOW = Date.UTC(2026, 2, 1, 12)
-const shape = {
-  events: Number(process.env.BENCH_EVENTS ?? 10_000_000),
-  accounts: Number(process.env.BENCH_ACCOUNTS ?? 10_000),
-  users: Number(process.env.BENCH_USERS ?? 100_000),
-  days: 90,
-  now: NOW,
-}
+const shape = shapeFromEnv(NOW)
 const REPEAT = 3
 
 const log = (s: string) => process.stderr.write(`${s}\n`)

@@ -14,6 +14,15 @@ import type { Store } from '../src/store/store.js'
  */
 export type BenchShape = { events: number; accounts: number; users: number; days: number; now: number }
 
+/** The full-scale shape (10M events, 10,000 accounts, 100,000 users, 90 days), scaled by BENCH_EVENTS / BENCH_ACCOUNTS / BENCH_USERS. */
+export const shapeFromEnv = (now: number): BenchShape => ({
+  events: Number(process.env.BENCH_EVENTS ?? 10_000_000),
+  accounts: Number(process.env.BENCH_ACCOUNTS ?? 10_000),
+  users: Number(process.env.BENCH_USERS ?? 100_000),
+  days: 90,
+  now,
+})
+
 /** Event names and their share of events, in tenths of a percent. */
 const EVENTS = [
   ['Message Sent', 420],

@@ -28,19 +28,13 @@ import { runRule, runRules } from '../rules/run.js'
 import { loadScopes } from '../rules/scope.js'
 import type { Rule } from '../rules/schema.js'
 import { applyDefaultPack, listRules } from '../rules/store.js'
-import { generate, generateDirectory } from './rules-data.js'
+import { generate, generateDirectory, shapeFromEnv } from './rules-data.js'
 import { stateStudy } from './rules-state.js'
 import { median, ms, timed, withPeakRss, writeSection } from './report.js'
 
 const DAY = 86_400_000
 const NOW = Date.UTC(2026, 2, 1, 12)
-const shape = {
-  events: Number(process.env.BENCH_EVENTS ?? 10_000_000),
-  accounts: Number(process.env.BENCH_ACCOUNTS ?? 10_000),
-  users: Number(process.env.BENCH_USERS ?? 100_000),
-  days: 90,
-  now: NOW,
-}
+const shape = shapeFromEnv(NOW)
 const NAIVE_SAMPLE = Number(process.env.BENCH_NAIVE_SAMPLE ?? 100)
 const REPEAT = 3
 

@@ -5,10 +5,8 @@ import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { SubjectType } from '../signals.js'
 import { getRule } from '../../rules/store.js'
-import { IsoTime } from './rules.js'
+import { IsoTime, reportPeriod } from './rules.js'
 import { ADMIN, errors, router } from './router.js'
-
-const DAY = 86_400_000
 
 /** GET /v1/funnel query: the period (default: the last 90 days) and the subject type (default account). */
 export const FunnelQuery = z
@@ -37,9 +35,7 @@ export function funnelRoutes(deps: AppDeps, lifecycle: Lifecycle) {
   })
   app.openapi(route, async (c) => {
     const q = c.req.valid('query')
-    const to = q.to ?? now()
-    const from = q.from ?? to - 90 * DAY
-    if (from > to) throw new ApiError({ code: 'BAD_REQUEST', message: 'from is after to', details: [{ path: 'from', message: 'must not be after to' }] })
+    const { from, to } = reportPeriod(q, now())
     const { subject_type, signal, cohort } = q
     // A deleted rule still has its signals: any version will do.
     if (signal && !(await getRule(deps.store, signal))) throw new ApiError({ code: 'NOT_FOUND', message: `no rule ${signal}`, details: [{ path: 'signal', message: 'no such rule' }] })

@@ -6,9 +6,7 @@ import type { AppDeps } from '../env.js'
 import { requireAdmin } from '../middleware.js'
 import { QualityReport, qualityReport } from '../quality/quality.js'
 import { ADMIN, errors, ok, router } from './router.js'
-import { IsoTime } from './rules.js'
-
-const DAY = 86_400_000
+import { IsoTime, reportPeriod } from './rules.js'
 
 /** GET /v1/rules/:id/quality query: the period of fires (default: the 90 days before `to`, itself default now) and the horizon. */
 export const QualityQuery = z.strictObject({
@@ -35,9 +33,7 @@ export function qualityRoutes(deps: AppDeps) {
     const id = checkRuleId(c.req.param('id'))
     const q = c.req.valid('query')
     const t = now()
-    const to = q.to ?? t
-    const from = q.from ?? to - 90 * DAY
-    if (from > to) throw new ApiError({ code: 'BAD_REQUEST', message: 'from is after to', details: [{ path: 'from', message: 'must not be after to' }] })
+    const { from, to } = reportPeriod(q, t)
     const stored = await getRule(deps.store, id)
     if (!stored || stored.deleted) throw new ApiError({ code: 'NOT_FOUND', message: `no rule ${id}` })
     return c.json(await qualityReport(deps.store, stored.rule, { from, to, now: t, horizon: q.horizon }), 200)

@@ -51,6 +51,17 @@ export const IsoTime = z
     return ms
   })
 
+/**
+ * The period of a report (quality, funnel): `to` defaults to now, `from` to 90 days before `to`;
+ * a `from` after `to` is an error naming it.
+ */
+export function reportPeriod(q: { from?: number; to?: number }, now: number): { from: number; to: number } {
+  const to = q.to ?? now
+  const from = q.from ?? to - 90 * 86_400_000
+  if (from > to) throw new ApiError({ code: 'BAD_REQUEST', message: 'from is after to', details: [{ path: 'from', message: 'must not be after to' }] })
+  return { from, to }
+}
+
 const DurationMs = z.string().transform((s, ctx) => {
   try {
     return parseDuration(s)

@@ -246,3 +246,11 @@ export async function applyDefaultPack(store: Store, now: number, dir?: string):
   }
   return applied
 }
+
+export type RuleVersionSource = RuleVersion & { source: string; rule: Rule }
+
+/** Every version of a rule with the text it was written as (for the workspace's history and diffs). */
+export async function listVersionSources(store: Store, id: string): Promise<RuleVersionSource[]> {
+  const rows = await allVersions<RuleRow & { source: string }>(store, { ...TABLE, columns: `${TABLE.columns}, source` }, id)
+  return rows.map((r) => ({ ...toStored(r), version: Number(r.version), source: r.source }))
+}

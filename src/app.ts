@@ -7,6 +7,7 @@ import { requestLogger } from './middleware.js'
 import { Readiness } from './readiness.js'
 import { serveOpenApi } from './routes/openapi.js'
 import { router } from './routes/router.js'
+import { eventsRoutes } from './routes/events.js'
 import { statsRoutes } from './routes/stats.js'
 import { streamRoutes } from './routes/stream.js'
 import { webhookRoutes } from './routes/webhooks.js'
@@ -48,6 +49,7 @@ export function createApp(deps: AppDeps) {
   app.route('/v1', webhookRoutes(deps))
   app.route('/v1', streamRoutes(deps))
   app.route('/v1', rulesApi(deps))
+  app.route('/v1', eventsRoutes(deps))
   serveOpenApi(app)
   return app
 }

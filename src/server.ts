@@ -8,6 +8,7 @@ import { createApp } from './app.js'
 import { ApiError, errorBody } from './errors.js'
 import { allowPrivateTargets, loadConfig } from './config.js'
 import { resolvedUrlRefusal } from './delivery/guarded-fetch.js'
+import { workspaceRoutes } from './web/index.js'
 import { type Credentials, resolveCredentials } from './credentials.js'
 import { Delivery } from './delivery/index.js'
 import { createLogger } from './logger.js'
@@ -28,7 +29,7 @@ export type RunningServer = {
   bus: SignalBus
   /** What was generated this start and where credentials are kept (for the banner of `npm start`). */
   credentials: Pick<Credentials, 'generated' | 'file'>
-  /** The registered routes (`METHOD /path`), e.g. to check the OpenAPI document covers them. */
+  /** The API's routes (`METHOD /path`; the workspace's pages are not API), e.g. to check the OpenAPI document covers them. */
   routes: string[]
   /** Stop taking requests, flush acknowledged-to-be writes, close the store. */
   close(): Promise<void>
@@ -72,7 +73,11 @@ export async function startServer(
   })
   const delivery = new Delivery({ store, bus, logger, config })
   const webhookTargetRefusal = (url: string) => resolvedUrlRefusal(url, allowPrivateTargets(config))
-  const app = createApp({ webhookTargetRefusal, config, store, sink, adminToken, writeKeys, readTokens, logger, bus, evaluator, lifecycle, delivery })
+  const deps = { webhookTargetRefusal, config, store, sink, adminToken, writeKeys, readTokens, logger, bus, evaluator, lifecycle, delivery }
+  const app = createApp(deps)
+  const apiRoutes = [...new Set(app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`))]
+  // The workspace is Node's: it reads its assets and session key from disk (the Worker serves the API only).
+  app.route('/', workspaceRoutes({ ...deps, dataDir: config.DATA_DIR }))
 
   // Requests wait until the start has finished (delivery started, the entry's signal handlers in
   // place right after): a client that saw /health answer may stop the process at once, and a
@@ -104,7 +109,7 @@ export async function startServer(
     store,
     bus,
     credentials: { generated, file: credentials.file },
-    routes: [...new Set(app.routes.filter((r) => r.method !== 'ALL').map((r) => `${r.method} ${r.path}`))],
+    routes: apiRoutes,
     close() {
       closing ??= (async () => {
         logger.info('signalbox is shutting down: finishing requests and flushing events')

@@ -43,6 +43,8 @@ export type Transition = {
   from: string | null
   to: string
   cause: { type: CauseType; id: string | null; reason: string }
+  /** Who made the move (a person, a CRM), when a person or system said so; null for automatic moves. */
+  by: string | null
 }
 
 export type CurrentStage = { stage: string; since: string | null; transition: Transition | null }
@@ -57,6 +59,7 @@ function toTransition(r: TransitionRow): Transition {
     from: r.from_stage || null,
     to: r.to_stage,
     cause: { type: r.cause_type as CauseType, id: r.cause || null, reason: r.reason },
+    by: r.by || null,
   }
 }
 
@@ -139,20 +142,21 @@ export class Lifecycle {
             from: null,
             to: this.first,
             cause: { type: 'first_seen', id: null, reason: 'first seen' },
+            by: null,
           },
         ]
       : []
     return [...start, ...rows.map(toTransition)]
   }
 
-  /** A move requested through the API (a CRM marking sales-accepted, qualified, won…). */
-  async setStage(type: SubjectType, id: string, stage: string, reason: string, now: number): Promise<Transition> {
+  /** A move requested through the API (a CRM marking sales-accepted, qualified, won…), recording who asked for it. */
+  async setStage(type: SubjectType, id: string, stage: string, reason: string, now: number, by = ''): Promise<Transition> {
     if (this.rank(stage) === -1) {
       throw new StageError(`unknown stage "${stage}"`, [{ path: 'stage', message: `must be one of ${this.#order.join(', ')}` }])
     }
     const cur = (await this.current(type, [id])).get(id) as CurrentStage
     const [t] = await this.#record([
-      { type, id, stageId: `api:${ulid(now)}`, at: this.#after(cur, now), from: cur.stage, to: stage, causeType: 'api', cause: '', reason },
+      { type, id, stageId: `api:${ulid(now)}`, at: this.#after(cur, now), from: cur.stage, to: stage, causeType: 'api', cause: '', reason, by },
     ], now)
     return t as Transition
   }
@@ -293,6 +297,7 @@ export class Lifecycle {
         cause_type: m.causeType,
         cause: m.cause,
         reason: m.reason,
+        by: m.by ?? '',
         recorded_at: chTime(now),
       })),
     )
@@ -372,6 +377,7 @@ type Move = {
   causeType: CauseType
   cause: string
   reason: string
+  by?: string
 }
 
 function moveTransition(m: Move): Transition {
@@ -382,6 +388,7 @@ function moveTransition(m: Move): Transition {
     from: m.from || null,
     to: m.to,
     cause: { type: m.causeType, id: m.cause || null, reason: m.reason },
+    by: m.by || null,
   }
 }
 

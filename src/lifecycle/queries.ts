@@ -15,9 +15,11 @@ export type TransitionRow = {
   cause_type: string
   cause: string
   reason: string
+  /** Who made the move (migration 030); empty for automatic moves. */
+  by: string
 }
 
-const COLUMNS = 'subject_type, subject_id, id, at, from_stage, to_stage, cause_type, cause, reason'
+const COLUMNS = 'subject_type, subject_id, id, at, from_stage, to_stage, cause_type, cause, reason, by'
 
 const SEEN = {
   account: { table: 'accounts_v1', column: 'account_id', traits: 'account_traits_v1' },
@@ -31,10 +33,10 @@ export async function latestTransitions(store: Store, type: SubjectType, ids: re
     rows.push(
       ...(await store.query<TransitionRow>(
         `SELECT subject_type, subject_id, last.1 AS id, last.2 AS at, last.3 AS from_stage, last.4 AS to_stage,
-                last.5 AS cause_type, last.6 AS cause, last.7 AS reason
+                last.5 AS cause_type, last.6 AS cause, last.7 AS reason, last.8 AS by
          FROM (
            SELECT subject_type, subject_id,
-                  argMax((id, at, from_stage, to_stage, cause_type, cause, reason), (at, id)) AS last
+                  argMax((id, at, from_stage, to_stage, cause_type, cause, reason, by), (at, id)) AS last
            FROM stage_transitions_v1 FINAL
            WHERE subject_type = {type:String} AND subject_id IN {ids:Array(String)}
            GROUP BY subject_type, subject_id

@@ -7,11 +7,14 @@ import { requireAdmin } from '../middleware.js'
 import { SubjectType } from '../signals.js'
 import { subjectProfile } from '../subjects/profile.js'
 import { ADMIN, documentedBody, errors, router } from './router.js'
+import { USAGE_DAYS } from '../subjects/queries.js'
 
 export const StageRequest = z.strictObject({
   stage: z.string().min(1),
   /** Why (shown in the subject's history), e.g. "SQL: accepted by AE in Salesforce". */
   reason: z.string().max(1000).default(''),
+  /** Who made the move (a person, a CRM integration), shown in the subject's history. */
+  by: z.string().max(200).default(''),
 })
 
 /** Accounts and users as sales and CS see them; stage moves from a CRM. */
@@ -27,12 +30,17 @@ export function subjectsRoutes(deps: AppDeps, lifecycle: Lifecycle) {
       summary: `A${type === 'account' ? 'n' : ''} ${type}: stage, traits, usage per day, open signals`,
       security: ADMIN,
       middleware: [admin] as const,
-      request: { params: z.object({ id: z.string() }) },
+      request: {
+        params: z.object({ id: z.string() }),
+        /** The days of the usage series, up to today (default 30). */
+        query: z.object({ days: z.coerce.number().int().min(1).max(365).default(USAGE_DAYS) }),
+      },
       responses: { 200: { description: 'OK' }, ...errors },
     })
     app.openapi(route, async (c) => {
       const id = c.req.param('id')
-      const profile = await subjectProfile(deps.store, lifecycle, type, id, now())
+      const { days } = c.req.valid('query')
+      const profile = await subjectProfile(deps.store, lifecycle, type, id, now(), days)
       if (!profile) throw new ApiError({ code: 'NOT_FOUND', message: `no ${type} ${id}` })
       // Trait values keep every digit as sent (an integer beyond 2^53 is a LosslessNumber here).
       return c.body(stringifyJson(profile, true), 200, { 'content-type': 'application/json; charset=UTF-8' })
@@ -65,7 +73,7 @@ export function subjectsRoutes(deps: AppDeps, lifecycle: Lifecycle) {
       const details = zodDetails(parsed.error)
       throw new ApiError({ code: 'BAD_REQUEST', message: `invalid request: ${details[0]?.path}: ${details[0]?.message}`, details })
     }
-    const transition = await lifecycle.setStage(type.data, c.req.param('id'), parsed.data.stage, parsed.data.reason, now())
+    const transition = await lifecycle.setStage(type.data, c.req.param('id'), parsed.data.stage, parsed.data.reason, now(), parsed.data.by)
     return c.json(transition, 201)
   })
 

@@ -73,6 +73,12 @@ const storeCall = <T>(p: Promise<T>): Promise<T> =>
  * Webhook endpoints (admin): CRUD, secret rotation, the delivery log, manual replay. Changes go
  * to the store first, then to the running dispatcher (if this runtime has one).
  */
+/** Why a webhook target is refused (this runtime's check, resolving names where it can), or undefined: the API and the workspace ask the same. */
+export function targetRefusal(deps: Pick<AppDeps, 'webhookTargetRefusal' | 'config'>): (url: string) => Promise<string | undefined> {
+  const allowPrivate = allowPrivateTargets(deps.config)
+  return async (url) => (deps.webhookTargetRefusal ? await deps.webhookTargetRefusal(url) : urlRefusal(url, allowPrivate))
+}
+
 export function webhookRoutes(deps: AppDeps) {
   const app = new Hono<AppEnv>()
   const admin = requireAdmin(deps.adminToken)
@@ -80,11 +86,11 @@ export function webhookRoutes(deps: AppDeps) {
   const webhooks = deps.delivery?.dispatcher.webhooks ?? new WebhookStore(deps.store, now)
   const outbox = deps.delivery?.dispatcher.outbox ?? new OutboxStore(deps.store)
   const dispatcher = deps.delivery?.dispatcher
-  const allowPrivate = allowPrivateTargets(deps.config)
+  const refusal = targetRefusal(deps)
   /** A refused target is a 400 on `url` when the endpoint is made, not a delivery dead at its first attempt. */
   const checkUrl = async (url: string | undefined) => {
     if (url === undefined) return
-    const why = deps.webhookTargetRefusal ? await deps.webhookTargetRefusal(url) : urlRefusal(url, allowPrivate)
+    const why = await refusal(url)
     if (why) throw new ApiError({ code: 'BAD_REQUEST', message: `the webhook target is refused: ${why}`, details: [{ path: 'url', message: why }] })
   }
 

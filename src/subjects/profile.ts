@@ -2,7 +2,7 @@ import type { Lifecycle, Transition } from '../lifecycle/lifecycle.js'
 import type { Signal, SubjectType } from '../signals.js'
 import { openSignalsOf } from '../signals/queries.js'
 import type { Store } from '../store/store.js'
-import { latestTraits, type Member, membersOf, subjectSeen, type UsageDay, usagePerDay } from './queries.js'
+import { latestTraits, type Member, membersOf, subjectSeen, USAGE_DAYS, type UsageDay, usagePerDay } from './queries.js'
 
 export type SubjectProfile = {
   type: SubjectType
@@ -12,7 +12,7 @@ export type SubjectProfile = {
   stage: { name: string; since: string | null }
   stages: Transition[]
   traits: Record<string, unknown>
-  /** The last 30 days (UTC), oldest first, days without activity included. */
+  /** The last 30 days (UTC; `?days=` up to 365), oldest first, days without activity included. */
   usage: UsageDay[]
   signals: Signal[]
   /** An account's users, or a user's accounts. */
@@ -26,6 +26,7 @@ export async function subjectProfile(
   type: SubjectType,
   id: string,
   now: number,
+  days: number = USAGE_DAYS,
 ): Promise<SubjectProfile | undefined> {
   const [seen, traits, signals, members, stages, current] = await Promise.all([
     subjectSeen(store, type, id),
@@ -45,7 +46,7 @@ export async function subjectProfile(
     stage: { name: stage?.stage ?? lifecycle.first, since: stage?.since ?? null },
     stages,
     traits,
-    usage: await usagePerDay(store, type, id, now),
+    usage: await usagePerDay(store, type, id, now, days),
     signals,
     members,
   }

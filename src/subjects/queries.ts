@@ -20,13 +20,13 @@ const T = {
 } as const
 
 /**
- * A subject's activity per UTC day over the last USAGE_DAYS days, oldest first, days without
+ * A subject's activity per UTC day over the last `days` days (default USAGE_DAYS), oldest first, days without
  * activity included: distinct messages and distinct users, attributed as the rules attribute them
  * (rules/attribution.ts), so a chart and the figure a rule fired on agree.
  */
-export async function usagePerDay(store: Store, type: SubjectType, id: string, now: number): Promise<UsageDay[]> {
+export async function usagePerDay(store: Store, type: SubjectType, id: string, now: number, days: number = USAGE_DAYS): Promise<UsageDay[]> {
   const today = Math.floor(now / DAY) * DAY
-  const start = today - (USAGE_DAYS - 1) * DAY
+  const start = today - (days - 1) * DAY
   // The raw ids that can be the subject's and their resolution: what an incremental rule run reads.
   const scope = await loadScope(store, type, [id], now)
   const p = new Params()
@@ -43,7 +43,7 @@ export async function usagePerDay(store: Store, type: SubjectType, id: string, n
     p.values,
   )
   const byDay = new Map(rows.map((r) => [r.day, r]))
-  return Array.from({ length: USAGE_DAYS }, (_, i) => {
+  return Array.from({ length: days }, (_, i) => {
     const day = utcDate(start + i * DAY)
     const r = byDay.get(day)
     return { day, events: Number(r?.events ?? 0), active_users: Number(r?.active_users ?? 0) }

@@ -1,5 +1,6 @@
 import { getConnInfo } from '@hono/node-server/conninfo'
 import { type Context, Hono, type MiddlewareHandler } from 'hono'
+import { every } from 'hono/combine'
 import { streamSSE } from 'hono/streaming'
 import { z } from 'zod'
 import { Lifecycle, lifecycleFromConfig } from '../lifecycle/lifecycle.js'
@@ -108,12 +109,14 @@ export function workspaceRoutes(deps: WorkspaceDeps) {
     )
   })
 
-  app.use(sessions.middleware())
+  // Only the workspace's own routes read the session (this app is mounted at / beside the API,
+  // where a middleware without a path would run for every API and ingestion request too).
+  const session = sessions.middleware()
   // Pages are never cached: they show live data and who is signed in.
-  app.use(async function noStore(c, next) {
+  const noStore: MiddlewareHandler<Env> = async function noStore(c, next) {
     await next()
     if (!c.res.headers.has('cache-control')) c.header('cache-control', 'no-store')
-  })
+  }
 
   const client = (c: Context) => {
     try {
@@ -123,9 +126,9 @@ export function workspaceRoutes(deps: WorkspaceDeps) {
     }
   }
 
-  app.get('/login', (c) => (c.var.session ? c.redirect('/', 303) : c.html(<LoginPage css={assets.css} />)))
+  app.get('/login', session, noStore, (c) => (c.var.session ? c.redirect('/', 303) : c.html(<LoginPage css={assets.css} />)))
 
-  app.post('/login', async (c) => {
+  app.post('/login', noStore, async (c) => {
     const who = client(c)
     const wait = throttle.retryAfter(who)
     if (wait > 0) {
@@ -149,20 +152,21 @@ export function workspaceRoutes(deps: WorkspaceDeps) {
     sessions.end(c)
     return c.redirect('/login', 303)
   }
-  app.get('/logout', logout)
-  app.post('/logout', logout)
+  app.get('/logout', noStore, logout)
+  app.post('/logout', noStore, logout)
 
   /** Pages: signed out → 303 to /login. */
-  const page: MiddlewareHandler<Env> = async function signedIn(c, next) {
+  const signedIn: MiddlewareHandler<Env> = async function signedIn(c, next) {
     if (!c.var.session) return c.redirect('/login', 303)
     await next()
   }
+  const page = every(session, noStore, signedIn)
 
   /**
    * Everything that changes something: an admin session and the session's CSRF token (a form
    * field `_csrf` or the `x-csrf-token` header), checked here for every such route.
    */
-  const change: MiddlewareHandler<Env> = async function adminChange(c, next) {
+  const adminChange: MiddlewareHandler<Env> = async function adminChange(c, next) {
     const s = c.var.session
     if (!s) return c.redirect('/login', 303)
     const ct = c.req.header('content-type') ?? ''
@@ -174,6 +178,7 @@ export function workspaceRoutes(deps: WorkspaceDeps) {
     if (s.role !== 'admin') throw new ApiError({ code: 'FORBIDDEN', message: 'You are signed in with a read token: it can see everything and change nothing.' })
     await next()
   }
+  const change = every(session, noStore, adminChange)
 
   const ctx = (c: Context<Env>): PageContext => ({ session: c.var.session as Session, assets, path: c.req.path })
 

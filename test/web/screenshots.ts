@@ -18,7 +18,7 @@ try {
   await sendDemo({ url: server.url, writeKey: 'screenshot_write_key' })
   await fetch(`${server.url}/v1/evaluate`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` } })
   mkdirSync(out, { recursive: true })
-  const pages = (process.env.PAGES ?? '/,/accounts,/accounts/acme,/users/hooli-1,/rules,/rules/pql-product-usage,/funnel,/webhooks,/events').split(',')
+  const pages = (process.env.PAGES ?? '/,/accounts,/accounts/acme,/users/hooli-1,/rules,/rules/pql-product-usage?backtest=1,/funnel,/webhooks,/events').split(',')
   const { browser, close } = await launchBrowser()
   for (const [name, viewport] of [['desktop', DESKTOP], ['phone', PHONE]] as const) {
     const { context, page } = await newPage(browser, viewport)
@@ -26,7 +26,7 @@ try {
     for (const path of pages) {
       await page.goto(`${server.url}${path}`)
       await page.waitForLoadState('networkidle').catch(() => {})
-      const file = `${path === '/' ? 'inbox' : path.slice(1).replace(/\//g, '-')}-${name}.png`
+      const file = `${path === '/' ? 'inbox' : path.slice(1).replace(/\?.*$/, '').replace(/\//g, '-')}-${name}.png`
       await page.screenshot({ path: join(out, file), fullPage: true })
       console.log(join(out, file))
     }

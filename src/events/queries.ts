@@ -1,4 +1,6 @@
 import { z } from 'zod'
+import type { EventRow } from '../../ingest/normalize.js'
+import type { IngestErrorRow } from '../../ingest/writer.js'
 import type { Store } from '../store/store.js'
 import { chTime, isoFromCh, msFromCh } from '../time.js'
 
@@ -76,20 +78,7 @@ export async function listEvents(store: Store, q: EventQuery): Promise<{ data: S
     where.push(`(received_at, source, message_id) ${op} ({${name}t:DateTime64(3, 'UTC')}, {${name}s:String}, {${name}m:String})`)
     Object.assign(params, { [`${name}t`]: chTime(c[0]), [`${name}s`]: c[1], [`${name}m`]: c[2] })
   }
-  const rows = await store.query<{
-    message_id: string
-    source: string
-    type: string
-    event: string
-    user_id: string
-    anonymous_id: string
-    account_id: string
-    timestamp: string
-    received_at: string
-    properties: string
-    traits: string
-    context: string
-  }>(
+  const rows = await store.query<Omit<EventRow, 'original_timestamp' | 'sent_at' | 'previous_id'>>(
     `SELECT message_id, source, type, event, user_id, anonymous_id, account_id, timestamp, received_at, properties, traits, context
      FROM events_v1 ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
      ORDER BY received_at DESC, source DESC, message_id DESC LIMIT {limit:UInt32}`,
@@ -142,18 +131,7 @@ export async function listIngestErrors(store: Store, q: IngestErrorQuery): Promi
     where.push(`(received_at, id) ${op} ({${name}t:DateTime64(3, 'UTC')}, {${name}i:String})`)
     Object.assign(params, { [`${name}t`]: chTime(c[0]), [`${name}i`]: c[2] })
   }
-  const rows = await store.query<{
-    id: string
-    received_at: string
-    source: string
-    level: string
-    route: string
-    batch_index: number
-    message_id: string
-    path: string
-    message: string
-    payload: string
-  }>(
+  const rows = await store.query<IngestErrorRow>(
     `SELECT id, received_at, source, level, route, batch_index, message_id, path, message, payload FROM ingest_errors_v1
      ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
      ORDER BY received_at DESC, id DESC LIMIT {limit:UInt32}`,

@@ -44,6 +44,20 @@ type Pending = WriteBatch & {
   reject: (err: unknown) => void
 }
 
+/**
+ * Told of every block the writer stores, in order (the rules' per-day state, rules/state/keeper.ts):
+ * `prepare` sees the block's derived identity rows before they are stored, `commit` runs the
+ * block's events insert and then writes what it keeps, with nothing of its own in between.
+ */
+export interface StateHook<C = unknown> {
+  prepare(derived: ReturnType<typeof deriveRows>): Promise<C>
+  commit(events: readonly EventRow[], prepared: C | undefined, insert: () => Promise<void>): Promise<void>
+}
+
+/** Insert a block's events, through the state hook when there is one. */
+const committed = (state: StateHook | undefined, events: readonly EventRow[], prepared: unknown, insert: () => Promise<void>) =>
+  state ? state.commit(events, prepared, insert) : insert()
+
 /** A block's outcome: the events newly stored, and the messages refused on their own (by dedup key) if it had to be split. */
 type Flushed = { stored: EventRow[]; rejected?: Map<string, string> }
 
@@ -106,6 +120,8 @@ export class GroupCommitWriter implements EventSink {
       seenCacheEntries?: number
       /** The clock of `health` (epoch ms). */
       now?: () => number
+      /** Keeps the per-day state of the stored events (rules/state/keeper.ts). */
+      state?: StateHook
     },
   ) {
     const entries = opts.seenCacheEntries ?? 0
@@ -216,7 +232,7 @@ export class GroupCommitWriter implements EventSink {
     let text: Buffer | string = ''
     let refused: unknown
     try {
-      prepared = await prepareBlock(this.store, { events, errors: items.flatMap((i) => i.errors) }, {}, this.#tailKeys, this.#seen)
+      prepared = await prepareBlock(this.store, { events, errors: items.flatMap((i) => i.errors) }, { state: this.opts.state }, this.#tailKeys, this.#seen)
       // Every event is new (the usual case): the block's text is its requests' texts, in order.
       text = prepared.fresh.length === events.length ? Buffer.concat(items.map((i) => i.text)) : eventsTsv(prepared.fresh)
     } catch (err) {
@@ -233,13 +249,19 @@ export class GroupCommitWriter implements EventSink {
       if (prepared) {
         try {
           let stored = prepared.fresh
+          let changes = prepared.changes
           if (!previousStored && prepared.deferred.length > 0) {
             const back = await dropStored(this.store, prepared.deferred)
-            await insertDerived(this.store, deriveRows(back)) // not via the cache: rare, and always exact
+            const derived = deriveRows(back)
+            // The state is told of these derived rows too (a block's changes are all it needs).
+            const more = await this.opts.state?.prepare(derived)
+            await insertDerived(this.store, derived) // not via the cache: rare, and always exact
+            changes = mergeChanges(changes, more)
             stored = stored.concat(back)
             text = Buffer.concat([Buffer.from(text), Buffer.from(eventsTsv(back))])
           }
-          await insertEvents(this.store, text)
+          const block = text
+          await committed(this.opts.state, stored, changes, () => insertEvents(this.store, block))
           return { stored }
         } catch (err) {
           if (!isRowFault(err)) throw err
@@ -247,7 +269,7 @@ export class GroupCommitWriter implements EventSink {
         }
       }
       this.opts.logger?.warn({ err: refused, rows: events.length }, 'the store refused a row of a block; storing the block in parts')
-      const split = await storeSplit(this.store, events, (rows) => insertEvents(this.store, eventsTsv(rows)))
+      const split = await storeSplit(this.store, events, (rows) => insertEvents(this.store, eventsTsv(rows)), { state: this.opts.state })
       // The error rows went with the derived rows, unless that stage is the one that failed.
       if (!prepared) await insertErrorRows(this.store, items.flatMap((i) => i.errors), undefined, this.opts.logger)
       return split
@@ -328,8 +350,12 @@ async function storeSplit(
   const attempt = async (rows: EventRow[]): Promise<void> => {
     try {
       const fresh = await dropStored(store, rows, opts)
-      await insertDerived(store, deriveRows(fresh), [], opts.settings)
-      if (fresh.length > 0) await insertEventRows(fresh)
+      const derived = deriveRows(fresh)
+      const changes = await opts.state?.prepare(derived)
+      await insertDerived(store, derived, [], opts.settings)
+      await committed(opts.state, fresh, changes, async () => {
+        if (fresh.length > 0) await insertEventRows(fresh)
+      })
       out.stored.push(...fresh)
     } catch (err) {
       if (!isRowFault(err)) throw err
@@ -393,7 +419,16 @@ export class WriteHealth {
   }
 }
 
-type Prepared = { fresh: EventRow[]; deferred: EventRow[] }
+type Prepared = { fresh: EventRow[]; deferred: EventRow[]; changes?: unknown }
+
+/** Two blocks' state changes as one (the hook's own shape: lists of rows under the same keys). */
+function mergeChanges(a: unknown, b: unknown): unknown {
+  if (a === undefined) return b
+  if (b === undefined) return a
+  const x = a as Record<string, unknown[]>
+  const y = b as Record<string, unknown[]>
+  return Object.fromEntries([...new Set([...Object.keys(x), ...Object.keys(y)])].map((k) => [k, [...(x[k] ?? []), ...(y[k] ?? [])]]))
+}
 
 /** How far a stored last_seen may trail the newest event before its row is written again. */
 export const SEEN_LAG_MS = 60_000
@@ -488,16 +523,18 @@ async function prepareBlock(store: Store, batch: WriteBatch, opts: StoreBlockOpt
   // and every derived table is idempotent, so a crash between the two inserts followed by a
   // client retry rewrites the derived rows harmlessly and then stores the events once.
   const derived = deriveRows(fresh)
+  // What the state needs to know of them, asked before they are stored (what is new in them).
+  const changes = await opts.state?.prepare(derived)
   if (!seen) {
     await insertDerived(store, derived, batch.errors, opts.settings)
-    return { fresh, deferred }
+    return { fresh, deferred, changes }
   }
   const users = uncovered(seen, 'user', derived.users, (r) => r.user_id)
   const accounts = uncovered(seen, 'account', derived.accounts, (r) => r.account_id)
   const memberships = uncovered(seen, 'membership', derived.memberships, (r) => `${r.account_id}\u0000${r.user_id}`)
   await insertDerived(store, { ...derived, users: users.rows, accounts: accounts.rows, memberships: memberships.rows }, batch.errors, opts.settings)
   for (const t of [users, accounts, memberships]) t.rows.forEach((r, i) => seen.stored(t.kind, t.keys[i] as string, r))
-  return { fresh, deferred }
+  return { fresh, deferred, changes }
 }
 
 /** Per-insert ClickHouse settings (e.g. an insert deduplication token), chosen per table and rows. */
@@ -513,6 +550,8 @@ export type StoreBlockOptions = {
   lookupBytes?: number
   /** Dedup lookups in flight at once (Workers allow 6 open connections per invocation). */
   lookupConcurrency?: number
+  /** Keeps the per-day state of the stored events (rules/state/keeper.ts). */
+  state?: StateHook
 }
 
 /**
@@ -526,9 +565,9 @@ export async function storeBlock(store: Store, batch: WriteBatch, opts: StoreBlo
   const insertEventRows = (rows: EventRow[]) => store.insert('events_v1', rows, rows.length ? opts.settings?.('events_v1', rows) : undefined)
   let prepared = false
   try {
-    const { fresh } = await prepareBlock(store, batch, opts)
+    const { fresh, changes } = await prepareBlock(store, batch, opts)
     prepared = true
-    await insertEventRows(fresh)
+    await committed(opts.state, fresh, changes, () => insertEventRows(fresh))
     return { stored: fresh, rejected: new Map() }
   } catch (err) {
     if (!isRowFault(err)) throw err

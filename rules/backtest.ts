@@ -1,6 +1,7 @@
 import type { Reason, SubjectType } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
 import { cooldownOf, decide, type EntryState } from './evaluator/decide.js'
+import { loadStateStatus, planOf } from './plan.js'
 import { runRule, type RuleMatch } from './run.js'
 import type { Rule } from './schema.js'
 
@@ -42,14 +43,16 @@ export function moments(from: number, to: number, step: number): number[] {
 export async function backtest(
   store: Store,
   rule: Rule,
-  opts: { from: number; to: number; step: number; version?: number | null },
+  opts: { from: number; to: number; step: number; version?: number | null; backend?: 'state' | 'events' },
 ): Promise<BacktestResult> {
   const times = moments(opts.from, opts.to, opts.step)
+  // The per-day state answers any moment exactly when it holds what the rule reads; otherwise the raw events do.
+  const backend = opts.backend ?? planOf(rule, await loadStateStatus(store)).backend
   const cooldown = cooldownOf(rule)
   const results: RuleMatch[][] = new Array(times.length)
   for (let i = 0; i < times.length; i += CONCURRENCY) {
     const batch = times.slice(i, i + CONCURRENCY)
-    const runs = await Promise.all(batch.map((asOf) => runRule(store, rule, { asOf })))
+    const runs = await Promise.all(batch.map((asOf) => runRule(store, rule, { asOf, backend })))
     runs.forEach((r, j) => (results[i + j] = r))
   }
   const state = new Map<string, EntryState>()

@@ -49,6 +49,7 @@ import { Leaves } from './compile/leaves.js'
 import { ScanPlan } from './compile/parts.js'
 import { bySubjectCte, cte, finalSelect, type ReasonTemplate, referenceActivity, subjectsCte, traitsCte } from './compile/query.js'
 import { Params } from './compile/sql.js'
+import { type Edges, StateSource, stateActivity } from './compile/state.js'
 import type { Rule } from './schema.js'
 
 export type { ReasonTemplate } from './compile/query.js'
@@ -64,6 +65,13 @@ export type CompileOptions = {
   shard?: { count: number; index: number }
   /** Read whole days from the daily rollup (default: true, or as the scope says); false reads events_v1 only. */
   rollups?: boolean
+  /**
+   * What the rules read: `events` (the reference: events_v1 and the rollup, attributed at query
+   * time; the default) or `state` (the per-day state, rules/compile/state.ts; needs no scope).
+   */
+  backend?: 'events' | 'state'
+  /** State backend: the rows a window edge cuts through, found beforehand (rules/run.ts), or found by the query itself. */
+  edges?: Edges
 }
 
 /** `reasons[k]`: the templates of the k-th rule's reasons, in the order of its figures. */
@@ -91,13 +99,23 @@ export function compileRules(rules: Rule[], opts: CompileOptions): CompiledRule 
   if (rules.some((r) => !fusable(first, r))) throw new Error('compileRules: rules of one query need the same subject type and sources')
   const p = new Params()
   const account = first.subject === 'account'
-  const useRollups = opts.rollups ?? (opts.subjectIds && opts.scope ? opts.scope.rollups : true)
-  const plan = new ScanPlan(p, opts.asOf, rules, useRollups)
-  const leaves = new Leaves(p, opts.asOf, plan, first)
+  let leaves: Leaves
+  let activity: () => string[]
+  if (opts.backend === 'state') {
+    if (first.sources) throw new Error('compileRules: the state does not keep sources; rules with sources read events')
+    const src = new StateSource(p, opts.asOf, first.subject)
+    leaves = new Leaves(p, opts.asOf, src, first)
+    activity = () => stateActivity(p, src, first, opts)
+  } else {
+    const useRollups = opts.rollups ?? (opts.subjectIds && opts.scope ? opts.scope.rollups : true)
+    const plan = new ScanPlan(p, opts.asOf, rules, useRollups)
+    leaves = new Leaves(p, opts.asOf, plan, first)
+    activity = () => referenceActivity(p, plan, first, opts)
+  }
   const compiled = rules.map((r) => leaves.addRule(r))
   const ctes = [
     subjectsCte(p, account, opts),
-    ...referenceActivity(p, plan, first, opts),
+    ...activity(),
     ...leaves.ctes.map((c) => cte(c.name, c.sql)),
     ...bySubjectCte(leaves),
     ...traitsCte(p, leaves, account, opts),

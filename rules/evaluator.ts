@@ -5,6 +5,7 @@ import { openSignalsOfOtherRules, signalsById } from '../src/signals/queries.js'
 import type { Shard } from '../src/store/shard.js'
 import type { Store } from '../src/store/store.js'
 import { fusable } from './compile.js'
+import { loadStateStatus, planOf, type StateStatus } from './plan.js'
 import { type Change, claim, type ClaimMode, firing, type Pending, resolution } from './evaluator/claims.js'
 import { cooldownOf, decide, type EntryState } from './evaluator/decide.js'
 import { loadEntryStates } from './evaluator/entry-states.js'
@@ -66,12 +67,22 @@ export type EvaluatorOptions = {
   lifecycle?: EvaluationHooks
   /** How fires and resolves are claimed (rules/evaluator/queries.ts); default `batch`. */
   claims?: ClaimMode
+  /**
+   * The per-day state (rules/state/keeper.ts): told of the enabled rules before each evaluation
+   * (so it keeps what they read), it says what it holds. Without it the status is read from the
+   * store (a process that does not write, such as the Worker's Cron).
+   */
+  state?: { sync(rules: readonly Rule[]): Promise<StateStatus> }
+  /** `state` (default): each rule reads the per-day state when it can (rules/plan.ts); `events`: every rule reads the raw events. */
+  backend?: Backend
 }
+
+type Backend = 'state' | 'events'
 
 /** A rule's matches and entry states, found for its whole group (Evaluator #queryTogether). */
 type Known = { matches: RuleMatch[]; states: Map<string, EntryState> }
-/** A rule an evaluation runs, and its subjects (undefined: all of them). */
-type Wanted = { stored: StoredRule; ids: string[] | undefined }
+/** A rule an evaluation runs, its subjects (undefined: all of them), and what it reads (rules/plan.ts). */
+type Wanted = { stored: StoredRule; ids: string[] | undefined; backend: Backend }
 
 /**
  * Turns rule matches into signals. Evaluations run one at a time in this process; across
@@ -193,14 +204,18 @@ export class Evaluator {
       this.#log?.error({ err }, 'lifecycle trait sync failed')
       result.errors.push({ rule_id: '(lifecycle)', message: err instanceof Error ? err.message : String(err) })
     }
-    // An incremental run finds what to read for each subject type once (rules/scope.ts), for
-    // every subject any rule of that type will evaluate, and shares it between those rules.
-    const wanted = rules.map((stored) => ({ stored, ids: relevantSubjects(stored.rule, opts) }))
+    // Each rule reads the per-day state when it holds what the rule reads (rules/plan.ts).
+    const status = this.#opts.backend === 'events' ? undefined : await (this.#opts.state?.sync(rules.map((r) => r.rule)) ?? loadStateStatus(this.#store))
+    lap('state')
+    const wanted: Wanted[] = rules.map((stored) => ({ stored, ids: relevantSubjects(stored.rule, opts), backend: planOf(stored.rule, status).backend }))
+    // An incremental run of the raw-event backend finds what to read for each subject type once
+    // (rules/scope.ts), for every subject any rule of that type will evaluate, and shares it
+    // between those rules. The state backend reads the subjects' own rows and needs none.
     const scopes = new Map<Rule['subject'], Promise<ScopePart[]>>()
     const scopeOf = (type: Rule['subject']) => {
       let parts = scopes.get(type)
       if (!parts) {
-        const ids = new Set(wanted.flatMap((w) => (w.stored.rule.subject === type ? (w.ids ?? []) : [])))
+        const ids = new Set(wanted.flatMap((w) => (w.stored.rule.subject === type && w.backend === 'events' ? (w.ids ?? []) : [])))
         parts = loadScopes(this.#store, type, [...ids], now)
         scopes.set(type, parts)
       }
@@ -211,15 +226,16 @@ export class Evaluator {
     const groups: Wanted[][] = []
     for (const w of wanted) {
       if (w.ids && w.ids.length === 0) continue
-      const group = groups.find((g) => fusable((g[0] as Wanted).stored.rule, w.stored.rule))
+      const group = groups.find((g) => fusable((g[0] as Wanted).stored.rule, w.stored.rule) && (g[0] as Wanted).backend === w.backend)
       if (group) group.push(w)
       else groups.push([w])
     }
     for (const group of groups) {
       const together = group.length > 1 ? await this.#queryTogether(group, scopeOf, now) : undefined
       lap('query')
-      for (const { stored, ids } of group) {
-        await record(stored.id, async () => this.#evaluateRule(stored, ids, ids && (await scopeOf(stored.rule.subject)), now, lap, together?.get(stored.id)))
+      for (const w of group) {
+        const parts = w.ids && w.backend === 'events' ? await scopeOf(w.stored.rule.subject) : undefined
+        await record(w.stored.id, async () => this.#evaluateRule(w, parts, now, lap, together?.get(w.stored.id)))
       }
     }
     // A full run also resolves the open signals of rules that were deleted since they fired (a
@@ -252,7 +268,8 @@ export class Evaluator {
     // Every rule of an evaluation has subject ids (an incremental run) or none does (a full run).
     const union = group.every((w) => !w.ids) ? undefined : [...new Set(group.flatMap((w) => w.ids ?? []))]
     try {
-      const matches = await this.#findMatches(group, union && (await scopeOf(type)), now)
+      const backend = (group[0] as Wanted).backend
+      const matches = await this.#findMatches(group, union && backend === 'events' ? await scopeOf(type) : undefined, now)
       const states = await loadEntryStates(this.#store, rules.map((r) => r.id), type, union, this.#opts.shard)
       return new Map(
         group.map((w, k) => {
@@ -271,17 +288,19 @@ export class Evaluator {
 
   /**
    * The matches of rules that can share a query (one rule is a group of one), for each rule as
-   * runRule would return them: a full run, or with `parts` (an incremental run) each rule's own
-   * subjects, found with one query per scope part for the union of the group's subjects.
+   * runRule would return them: a full run, or in an incremental run each rule's own subjects,
+   * found for the union of the group's subjects: with one query on the state, or with one query
+   * per scope part (`parts`) on the raw events.
    */
   async #findMatches(group: Wanted[], parts: ScopePart[] | undefined, now: number): Promise<RuleMatch[][]> {
-    const opts = { asOf: now, shard: this.#opts.shard }
+    const backend = (group[0] as Wanted).backend
+    const opts = { asOf: now, shard: this.#opts.shard, backend }
     const rules = group.map((w) => w.stored.rule)
-    if (!parts) return runRules(this.#store, rules, opts)
+    if (group.every((w) => !w.ids)) return runRules(this.#store, rules, opts)
     const union = new Set(group.flatMap((w) => w.ids ?? []))
     const mine = group.map((w) => new Set(w.ids))
     let matches: RuleMatch[][] = group.map(() => [])
-    for (const part of parts) {
+    for (const part of parts ?? [{ ids: [...union], scope: undefined }]) {
       const subjectIds = part.ids.filter((id) => union.has(id))
       if (!subjectIds.length) continue
       const results = await runRules(this.#store, rules, { ...opts, subjectIds, scope: part.scope })
@@ -291,19 +310,13 @@ export class Evaluator {
   }
 
   /**
-   * `ids` and `parts`: an incremental run (the rule's subjects, and the scopes covering them).
-   * `known`: the rule's matches and entry states, already found by #queryTogether.
+   * `wanted.ids`: an incremental run (the rule's subjects; `parts`, the scopes covering them on
+   * the raw events). `known`: the rule's matches and entry states, already found by #queryTogether.
    */
-  async #evaluateRule(
-    stored: StoredRule,
-    ids: string[] | undefined,
-    parts: ScopePart[] | undefined,
-    now: number,
-    lap?: (phase: string) => void,
-    known?: Known,
-  ): Promise<Change[]> {
+  async #evaluateRule(wanted: Wanted, parts: ScopePart[] | undefined, now: number, lap?: (phase: string) => void, known?: Known): Promise<Change[]> {
+    const { stored, ids, backend } = wanted
     const { rule } = stored
-    const matches = known?.matches ?? (await this.#findMatches([{ stored, ids }], ids && parts, now))[0] ?? []
+    const matches = known?.matches ?? (await this.#findMatches([wanted], parts, now))[0] ?? []
     lap?.('query')
     const bySubject = new Map<string, RuleMatch>()
     for (const m of matches) bySubject.set(m.subjectId, m)
@@ -341,7 +354,7 @@ export class Evaluator {
       // only, so the ones it resolves are measured again.
       const unmeasured = toResolve.filter((r) => !bySubject.has(r.subjectId)).map((r) => r.subjectId)
       if (unmeasured.length) {
-        const [remeasured] = await runRules(this.#store, [rule], { asOf: now, subjectIds: unmeasured, shard: this.#opts.shard })
+        const [remeasured] = await runRules(this.#store, [rule], { asOf: now, subjectIds: unmeasured, shard: this.#opts.shard, backend })
         for (const m of remeasured ?? []) bySubject.set(m.subjectId, m)
       }
       const open = await signalsById(this.#store, toResolve.map((r) => r.prev.id))

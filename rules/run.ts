@@ -2,8 +2,12 @@ import { z } from 'zod'
 import { Reason } from '../src/signals.js'
 import type { Store } from '../src/store/store.js'
 import { type CompileOptions, compileRules, type ReasonTemplate } from './compile.js'
+import { type EdgeRow, edgeRowsQuery } from './compile/state.js'
 import { loadScope } from './scope.js'
 import type { Rule } from './schema.js'
+
+/** Past this many edge rows a state query finds them itself rather than having them bound (parameters travel in a URL to a server). */
+const MAX_BOUND_EDGE_ROWS = 2_000
 
 export type RuleMatch = { subjectId: string; matched: boolean; score: number | null; reasons: Reason[] }
 
@@ -44,8 +48,17 @@ export async function runRule(store: Store, rule: Rule, opts: CompileOptions): P
 export async function runRules(store: Store, rules: Rule[], opts: CompileOptions): Promise<RuleMatch[][]> {
   const first = rules[0]
   if (!first || (opts.subjectIds && opts.subjectIds.length === 0)) return rules.map(() => [])
-  const scope = opts.subjectIds && !opts.scope ? await loadScope(store, first.subject, opts.subjectIds, opts.asOf) : opts.scope
-  const { sql, params, reasons } = compileRules(rules, { ...opts, scope })
+  // The state backend reads the subjects' own rows: it needs no scope.
+  const scope = opts.subjectIds && !opts.scope && opts.backend !== 'state' ? await loadScope(store, first.subject, opts.subjectIds, opts.asOf) : opts.scope
+  // The state backend first finds the rows a window edge cuts through: bound, they spare the
+  // query a second read of the state and let it skip events_v1 when there are none.
+  let edges = opts.edges
+  if (opts.backend === 'state' && edges === undefined) {
+    const q = edgeRowsQuery(rules, opts)
+    const found = q ? await store.query<EdgeRow>(q.sql, q.params) : []
+    edges = found.length <= MAX_BOUND_EDGE_ROWS ? { rows: found } : 'inline'
+  }
+  const { sql, params, reasons } = compileRules(rules, { ...opts, scope, edges })
   const rows = await store.query<Record<string, unknown>>(sql, params)
   return rules.map((_, k) => {
     const s = rules.length === 1 ? '' : String(k)

@@ -1,12 +1,14 @@
 #!/usr/bin/env -S npx tsx
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { Presets, SingleBar } from 'cli-progress'
 import { Command } from 'commander'
 import { parseAllDocuments } from 'yaml'
 import { loadConfig } from './config.js'
 import { migrate } from './store/migrate.js'
 import { openStore } from './store/node.js'
 import { printQuality, qualityLine } from './quality/print.js'
+import { rebuildState } from '../rules/state/rebuild.js'
 import type { QualityReport } from './quality/quality.js'
 
 const program = new Command('signalbox').description('signalbox command-line interface')
@@ -212,6 +214,46 @@ withApi(outcomes.command('list'))
     const r = (await api(opts, 'GET', '/v1/outcomes')) as { data: { id: string; version: number; outcome: { subject: string; description?: string } }[] }
     if (opts.json) return console.log(JSON.stringify(r, null, 2))
     for (const x of r.data) console.log([x.id, `v${x.version}`, x.outcome.subject, x.outcome.description ?? ''].join('\t'))
+  })
+
+// ---------------------------------------------------------------------------------------------
+// `signalbox state …`: the per-day state the rules read (rules/state/), on the configured store.
+
+const state = program.command('state').description('the per-day state the rules read, on the configured store (DATA_DIR or CLICKHOUSE_URL)')
+
+state
+  .command('rebuild')
+  .description('rebuild the per-day state from the stored events: after a first upgrade of a store that has events, or to recover')
+  .option('--from <day>', 'rebuild only this UTC day (YYYY-MM-DD) and later')
+  .option('--slices <n>', 'restate the raw ids in this many slices (default: one per 2 million activity events)')
+  .action(async (opts: { from?: string; slices?: string }) => {
+    if (opts.from !== undefined && !/^\d{4}-\d{2}-\d{2}$/.test(opts.from)) throw new Error(`--from takes a UTC day as YYYY-MM-DD, not ${JSON.stringify(opts.from)}`)
+    const slices = opts.slices === undefined ? undefined : Number(opts.slices)
+    if (slices !== undefined && !(Number.isInteger(slices) && slices >= 1 && slices <= 100_000)) throw new Error(`--slices takes a whole number from 1 to 100000, not ${JSON.stringify(opts.slices)}`)
+    const config = loadConfig(process.env)
+    // The embedded engine is one process at a time: opening it fails while the service runs.
+    const store = await openStore(config)
+    try {
+      await migrate(store, undefined, { cluster: config.CLICKHOUSE_CLUSTER })
+      if (store.kind === 'server') console.error('note: no writer may store events meanwhile (stop ingestion, or the service, until this ends)')
+      const bar = new SingleBar({ format: 'rebuilding the per-day state [{bar}] {percentage}% | slice {value}/{total} | {duration_formatted}', hideCursor: true }, Presets.shades_classic)
+      const started = performance.now()
+      let begun = false
+      const done = await rebuildState(store, {
+        now: Date.now(),
+        fromDay: opts.from,
+        slices,
+        onStart: (total) => {
+          bar.start(total, 0)
+          begun = true
+        },
+        onProgress: ({ slice }) => bar.update(slice),
+      })
+      if (begun) bar.stop()
+      console.log(`rebuilt the per-day state${opts.from ? ` from ${opts.from}` : ''}: ${done.slices} slice(s), ${done.measures} rule measure(s), ${((performance.now() - started) / 1000).toFixed(1)} s`)
+    } finally {
+      await store.close()
+    }
   })
 
 program.parseAsync().catch((err) => {

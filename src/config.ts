@@ -102,6 +102,12 @@ export const EnvSchema = z.object({
   EVAL_INTERVAL_MS: int(0, 86_400_000).default(60_000),
   /** Rules: evaluate the subjects touched by ingestion (soon after it stores their events). */
   EVAL_ON_INGEST: bool.default(true),
+  /**
+   * What the rules read: `state` (each rule reads the per-day state when it holds what the rule
+   * needs, the raw events otherwise; GET /v1/rules/:id says which) or `events` (every rule reads
+   * the raw events, the reference).
+   */
+  RULES_BACKEND: z.enum(['state', 'events']).default('state'),
   /** Rules: touched subjects are collected this long before their evaluation (and incremental runs start at least this far apart). */
   EVAL_DEBOUNCE_MS: int(0, 600_000).default(250),
   /** Rules: split subjects by hash between this many instances… */

@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { serve } from '@hono/node-server'
 import { GroupCommitWriter } from '../ingest/writer.js'
+import { StateKeeper } from '../rules/state/keeper.js'
 import { applyDefaultPack } from '../rules/store.js'
 import { applyDefaultOutcomes } from './quality/outcome-store.js'
 import { createApp } from './app.js'
@@ -55,7 +56,9 @@ export async function startServer(
   const credentials = resolveCredentials(config)
   const { adminToken, writeKeys, readTokens, generated } = credentials
   const bus = new SignalBus()
-  const { lifecycle, evaluator } = rulesServices(store, bus, config, { logger })
+  // The per-day state the rules read: written with every block of events (rules/state/).
+  const state = await new StateKeeper(store, { logger }).start(Date.now())
+  const { lifecycle, evaluator } = rulesServices(store, bus, config, { logger, state })
   if (config.RULES_DEFAULT_PACK) {
     const pack = await applyDefaultPack(store, Date.now())
     if (pack.length) logger.info({ rules: pack }, 'default rule pack stored')
@@ -70,6 +73,7 @@ export async function startServer(
     // Subjects touched by new events are re-evaluated within EVAL_DEBOUNCE_MS.
     onStored: config.EVAL_ON_INGEST ? (events) => evaluator.touch(events) : undefined,
     logger,
+    state,
   })
   const delivery = new Delivery({ store, bus, logger, config })
   const webhookTargetRefusal = (url: string) => resolvedUrlRefusal(url, allowPrivateTargets(config))
@@ -125,6 +129,7 @@ export async function startServer(
         await drained
         clearInterval(sweep)
         await evaluator.stop()
+        state.stop()
         await delivery.stop()
         await store.close()
         logger.info('signalbox stopped')

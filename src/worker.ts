@@ -2,6 +2,8 @@ import type { Logger } from 'pino'
 import type { Evaluator } from '../rules/evaluator.js'
 import { createApp } from './app.js'
 import { consumeIngestBatch } from './edge/consumer.js'
+import { StateKeeper } from '../rules/state/keeper.js'
+import { loadMeasures } from '../rules/state/measures.js'
 import { evaluateOnIngest, runScheduled } from './edge/cron.js'
 import { consumeDeliveryBatch, queueDeliveries, sendDeliveryMessages } from './edge/deliveries.js'
 import { type EdgeConfig, configFromBindings, type WorkerEnv } from './edge/config.js'
@@ -92,6 +94,8 @@ export default {
       store: rt.store,
       logger: rt.logger,
       retryBaseSeconds: rt.config.QUEUE_RETRY_BASE_SECONDS,
+      // The per-day state is kept here too, with the measures recorded by the Node side (which backfills new ones).
+      state: new StateKeeper(rt.store, { measures: (await loadMeasures(rt.store)).map((m) => m.measure), logger: rt.logger }),
       onStored: rt.config.EVAL_ON_INGEST ? evaluateOnIngest(rt.evaluator, rt.logger, (work) => ctx.waitUntil(work)) : undefined,
     })
   },

@@ -77,6 +77,16 @@ describe('cluster mode DDL (CLICKHOUSE_CLUSTER)', () => {
     expect(SHARDING_KEYS.activity_daily_v1).toBe(SHARDING_KEYS.events_v1)
   })
 
+  it('shards the per-day state by subject (an account’s rows with the account) and keeps its owners view on the shards', () => {
+    const s = allStatements()
+    const dist = s.find((x) => x.startsWith('CREATE TABLE IF NOT EXISTS state_daily_v1 ON CLUSTER')) ?? ''
+    expect(dist).toMatch(/ENGINE = Distributed\(signalbox, currentDatabase\(\), state_daily_v1_local, cityHash64\(subject_id\)\)$/)
+    const local = s.find((x) => x.startsWith('CREATE TABLE IF NOT EXISTS state_daily_v1_local ON CLUSTER')) ?? ''
+    expect(local).toMatch(/ENGINE = ReplicatedAggregatingMergeTree\(/)
+    const mv = s.find((x) => x.startsWith('CREATE MATERIALIZED VIEW IF NOT EXISTS state_owners_mv_v1')) ?? ''
+    expect(mv).toMatch(/ON CLUSTER signalbox TO state_owners_v1_local AS\n[\s\S]*\nFROM state_daily_v1_local\n/)
+  })
+
   it('keeps rows that replace or merge with each other on one shard: keys use sorting-key columns only', () => {
     const checked: string[] = []
     for (const m of readMigrations()) {

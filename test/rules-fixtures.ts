@@ -6,6 +6,11 @@ import type { Store } from '../src/store/store.js'
 import { type EventRow } from '../ingest/normalize.js'
 import { chTime } from '../src/time.js'
 import { GroupCommitWriter } from '../ingest/writer.js'
+import { stateMeasures } from '../rules/compile/state.js'
+import type { Rule } from '../rules/schema.js'
+import { markBuiltIfEmpty, StateKeeper } from '../rules/state/keeper.js'
+import { uniqueMeasures } from '../rules/state/measures.js'
+import { rebuildState } from '../rules/state/rebuild.js'
 import { tempDir } from './harness.js'
 
 export const DAY = 86_400_000
@@ -18,13 +23,30 @@ export async function openRuleStore() {
   const dir = tempDir('signalbox-rules-')
   const store = await openStore(loadConfig({ DATA_DIR: dir }))
   await migrate(store)
-  const writer = new GroupCommitWriter(store, { flushMs: 0, maxRows: 100_000 })
+  await markBuiltIfEmpty(store, NOW)
+  // The writer keeps the per-day state as the service's does (rules/state/keeper.ts).
+  const keeper = new StateKeeper(store)
+  const writer = new GroupCommitWriter(store, { flushMs: 0, maxRows: 100_000, state: keeper })
   return {
     store,
-    /** Store events through the real ingestion writer (dedup, memberships, identities, traits). */
+    keeper,
+    /** Store events through the real ingestion writer (dedup, memberships, identities, traits, the per-day state). */
     put: (rows: EventRow[]) => writer.write({ events: rows, errors: [] }),
+    /**
+     * Make the state keep what these rules read: measures the writer does not keep yet are added,
+     * and the state is rebuilt from the stored events (what the service does for a new rule).
+     */
+    async stateFor(rules: Rule[]) {
+      const wanted = stateMeasures(rules)
+      const have = new Set(keeper.measures.map((m) => m.key))
+      if (wanted.every((m) => have.has(m.key))) return
+      keeper.measures = uniqueMeasures([...keeper.measures, ...wanted])
+      await rebuildState(store, { now: NOW, slices: 1, measures: keeper.measures })
+    },
+    /** Rebuild the state from the stored events (what `signalbox state rebuild` does). */
+    rebuild: () => rebuildState(store, { now: NOW, slices: 1, measures: keeper.measures }),
     async reset() {
-      for (const t of ['events_v1', 'users_v1', 'accounts_v1', 'memberships_v1', 'identities_v1', 'user_traits_v1', 'account_traits_v1']) {
+      for (const t of ['events_v1', 'users_v1', 'accounts_v1', 'memberships_v1', 'identities_v1', 'user_traits_v1', 'account_traits_v1', 'state_owners_v1']) {
         await store.command(`TRUNCATE TABLE IF EXISTS ${t}`)
       }
       for (const t of await rollupTables(store)) await store.command(`TRUNCATE TABLE ${t}`)

@@ -90,9 +90,12 @@ export function selectorRaw(p: Params, sel: Selector): string[] {
 /** A numeric property's JSON value as Float64 (numbers or numeric strings), NULL otherwise. */
 export const numericProperty = (p: Params, name: string) => `JSONExtract(JSONExtractRaw(properties, ${p.str(name)}), 'Nullable(Float64)')`
 
-/** A decayed event's weight: 2^((t − asOf) / halfLife), on an events_v1 row. */
-export const decayWeight = (p: Params, asOf: number, halfLife: number | undefined) =>
-  halfLife ? `exp2((toUnixTimestamp64Milli(timestamp) - ${p.int(asOf)}) / ${p.num(halfLife)})` : '1'
+/** A decayed event's weight relative to `ref` (SQL of epoch ms): 2^((t − ref) / halfLife), on an events row. */
+export const decayWeightAt = (p: Params, ref: string, halfLife: number | undefined) =>
+  halfLife ? `exp2((toUnixTimestamp64Milli(timestamp) - ${ref}) / ${p.num(halfLife)})` : '1'
+
+/** A decayed event's weight as of `asOf`: 2^((t − asOf) / halfLife). */
+export const decayWeight = (p: Params, asOf: number, halfLife: number | undefined) => decayWeightAt(p, p.int(asOf), halfLife)
 
 /**
  * The reference source: events_v1 for property filters, numeric properties, decay and the partial

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { EventRow } from '../../ingest/normalize.js'
-import { dedupKey, type IngestErrorRow, type InsertSettings, insertErrorRows, storeBlock } from '../../ingest/writer.js'
+import { dedupKey, type IngestErrorRow, type InsertSettings, insertErrorRows, type StateHook, storeBlock } from '../../ingest/writer.js'
 import { sha256Hex } from '../hash.js'
 import { backoffDelay } from '../delivery/backoff.js'
 import type { Store } from '../store/store.js'
@@ -16,6 +16,8 @@ export type ConsumerDeps = {
   retryBaseSeconds: number
   /** Called with the events newly stored (e.g. to re-evaluate the subjects they touched). */
   onStored?: (events: EventRow[]) => Promise<void> | void
+  /** Keeps the per-day state of the stored events, as the Node writer does (rules/state/keeper.ts). */
+  state?: StateHook
 }
 
 export type ConsumeResult = { stored: number; acked: number; retried: number; invalid: number }
@@ -66,7 +68,7 @@ export async function consumeIngestBatch(batch: QueueBatch<unknown>, deps: Consu
   try {
     // Large lookups travel as a form body (see edge/store.ts), so they are as large as on Node;
     // a few run at once (Workers allow 6 open connections per invocation).
-    const { stored, rejected } = await storeBlock(deps.store, { events, errors }, { settings, lookupConcurrency: 4 })
+    const { stored, rejected } = await storeBlock(deps.store, { events, errors }, { settings, lookupConcurrency: 4, state: deps.state })
     fresh = stored
     // Messages the store refused on their own were answered 2xx at the edge: they are kept as
     // ingestion errors before the batch is acked, so nothing vanishes unseen.

@@ -15,6 +15,7 @@ import {
 import { ApiError, zodDetails } from '../errors.js'
 import { backtestQuality } from '../quality/quality.js'
 import type { AppDeps } from '../env.js'
+import { loadStateStatus, type Plan, planOf } from '../../rules/plan.js'
 import { requireAdmin } from '../middleware.js'
 import { ADMIN, documentedBody, errors, router } from './router.js'
 
@@ -140,7 +141,7 @@ export function rulesRoutes(deps: AppDeps) {
   app.openapi(createRoute({
     method: 'get',
     path: '/rules/{id}',
-    summary: 'A rule (`?version=N` for an earlier one)',
+    summary: 'A rule (`?version=N` for an earlier one), with its `plan`: which backend answers it (the per-day state or the raw events) and why',
     security: ADMIN,
     middleware: [admin] as const,
     request: { params: RuleIdParam, query: z.object({ version: z.string().optional() }) },
@@ -157,7 +158,12 @@ export function rulesRoutes(deps: AppDeps) {
     if (stored.deleted && version === undefined) {
       throw new ApiError({ code: 'NOT_FOUND', message: `rule ${id} was deleted (version ${stored.version})` })
     }
-    return c.json(toRuleResponse(stored))
+    // Which backend answers the rule, and why (the per-day state, or the raw events for this rule).
+    const plan: Plan =
+      deps.config.RULES_BACKEND === 'events'
+        ? { backend: 'events', why: 'RULES_BACKEND=events: every rule reads the raw events' }
+        : planOf(stored.rule, await loadStateStatus(deps.store))
+    return c.json({ ...toRuleResponse(stored), plan })
   })
 
   app.openapi(createRoute({

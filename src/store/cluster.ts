@@ -31,6 +31,8 @@ export const SHARDING_KEYS: Record<string, string> = {
   users_v1: 'cityHash64(user_id)',
   user_traits_v1: 'cityHash64(user_id)',
   stage_transitions_v1: 'cityHash64(subject_type, subject_id)',
+  // The per-day state: an account's rows with the account, a user's with the user.
+  state_daily_v1: 'cityHash64(subject_id)',
   // A signal's feedback on the shard of the signal itself (signals_v1 is keyed by cityHash64(id)).
   signal_feedback_v1: 'cityHash64(signal_id)',
 }

@@ -236,7 +236,11 @@ state
     try {
       await migrate(store, undefined, { cluster: config.CLICKHOUSE_CLUSTER })
       if (store.kind === 'server') console.error('note: no writer may store events meanwhile (stop ingestion, or the service, until this ends)')
-      const bar = new SingleBar({ format: 'rebuilding the per-day state [{bar}] {percentage}% | slice {value}/{total} | {duration_formatted}', hideCursor: true }, Presets.shades_classic)
+      // Printed without a terminal too (a CI log, a container's output): a rebuild can take long.
+      const bar = new SingleBar(
+        { format: 'rebuilding the per-day state [{bar}] {percentage}% | slice {value}/{total} | {duration_formatted}', hideCursor: true, noTTYOutput: true },
+        Presets.shades_classic,
+      )
       const started = performance.now()
       let begun = false
       const done = await rebuildState(store, {

@@ -137,6 +137,23 @@ when:
     expect((await sb.admin('/v1/rules/nothing-here', { method: 'DELETE' })).status).toBe(404)
   })
 
+  it('says which backend answers a rule (plan) and why; a rule needing a new measure reads events until it is backfilled', async () => {
+    const plan = async (id: string) => (await json<{ plan: { backend: string; why: string } }>(await sb.admin(`/v1/rules/${id}`))).plan
+    expect((await put('plan-plain', countRule('plan-plain', 'Plan Event', 1))).status).toBe(201)
+    expect(await plan('plan-plain')).toEqual({ backend: 'state', why: expect.stringContaining('per-day state') })
+    expect((await put('plan-sources', countRule('plan-sources', 'Plan Event', 1, { sources: ['web'] }))).status).toBe(201)
+    expect(await plan('plan-sources')).toEqual({ backend: 'events', why: expect.stringContaining('sources') })
+    const filtered = countRule('plan-filtered', 'Plan Event', 1)
+    const cond = (filtered.when.all[0] ?? {}) as Record<string, unknown>
+    cond.where = [{ property: 'plan', op: 'eq', value: 'pro' }]
+    expect((await put('plan-filtered', filtered)).status).toBe(201)
+    expect(await plan('plan-filtered')).toEqual({ backend: 'events', why: expect.stringContaining('backfilling') })
+    // An evaluation tells the state what the enabled rules read; it backfills and the rule switches.
+    await evaluate({ rule_ids: ['plan-filtered'] })
+    await expect.poll(async () => (await plan('plan-filtered')).backend, { timeout: 30_000 }).toBe('state')
+    for (const id of ['plan-plain', 'plan-sources', 'plan-filtered']) await sb.admin(`/v1/rules/${id}`, { method: 'DELETE' })
+  })
+
   it('names the path and the problem of invalid rules', async () => {
     const cases: { body: string; type?: string; path: string; message: RegExp }[] = [
       { body: JSON.stringify(countRule('bad', 'Ping', 1, { id: 'other' })), path: 'id', message: /must equal "bad"/ },

@@ -2,7 +2,6 @@ import { z } from 'zod'
 import type { Store } from '../src/store/store.js'
 import { stateMeasures } from './compile/state.js'
 import type { Rule } from './schema.js'
-import { loadMeasures } from './state/measures.js'
 
 /**
  * Which backend answers a rule (rules/compile.ts `backend`): the per-day state when it holds
@@ -25,12 +24,14 @@ export function planOf(rule: Rule, status: StateStatus | undefined): Plan {
   return { backend: 'state', why: 'whole days from the per-day state, the partial days at the window edges from events_v1' }
 }
 
-const Built = z.object({ status: z.string() })
+const Status = z.object({ built: z.string(), ready: z.array(z.coerce.number()) })
 
-/** The state's status as recorded in the store (state_builds_v1, state_measures_v1). */
+/** The state's status as recorded in the store (state_builds_v1, state_measures_v1), in one query. */
 export async function loadStateStatus(store: Store): Promise<StateStatus> {
-  const [row] = await store.query("SELECT argMax(status, version) AS status FROM state_builds_v1 WHERE name = 'state' HAVING count() > 0")
-  const built = row ? Built.parse(row).status === 'ready' : false
-  const ready = new Set((await loadMeasures(store)).filter((m) => m.status === 'ready').map((m) => m.measure.key))
-  return { built, ready }
+  const [row] = await store.query(
+    `SELECT (SELECT argMax(status, version) FROM state_builds_v1 WHERE name = 'state') AS built,
+            (SELECT groupArray(key) FROM (SELECT key, argMax(status, version) AS status FROM state_measures_v1 GROUP BY key) WHERE status = 'ready') AS ready`,
+  )
+  const s = Status.parse(row)
+  return { built: s.built === 'ready', ready: new Set(s.ready) }
 }

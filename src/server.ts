@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { serve } from '@hono/node-server'
 import { GroupCommitWriter } from '../ingest/writer.js'
-import { StateKeeper } from '../rules/state/keeper.js'
+import { markStateStale, StateKeeper } from '../rules/state/keeper.js'
 import { applyDefaultPack } from '../rules/store.js'
 import { applyDefaultOutcomes } from './quality/outcome-store.js'
 import { createApp } from './app.js'
@@ -56,8 +56,11 @@ export async function startServer(
   const credentials = resolveCredentials(config)
   const { adminToken, writeKeys, readTokens, generated } = credentials
   const bus = new SignalBus()
-  // The per-day state the rules read: written with every block of events (rules/state/).
-  const state = await new StateKeeper(store, { logger }).start(Date.now())
+  // The per-day state the rules read: written with every block of events (rules/state/). With
+  // RULES_BACKEND=events nothing reads it, so it is not kept; it is marked stale, so that a later
+  // start reading it waits for a rebuild rather than reading a state that missed these events.
+  const state = config.RULES_BACKEND === 'state' ? await new StateKeeper(store, { logger }).start(Date.now()) : undefined
+  if (!state) await markStateStale(store, Date.now())
   const { lifecycle, evaluator } = rulesServices(store, bus, config, { logger, state })
   if (config.RULES_DEFAULT_PACK) {
     const pack = await applyDefaultPack(store, Date.now())
@@ -129,7 +132,7 @@ export async function startServer(
         await drained
         clearInterval(sweep)
         await evaluator.stop()
-        state.stop()
+        state?.stop()
         await delivery.stop()
         await store.close()
         logger.info('signalbox stopped')

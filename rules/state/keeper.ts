@@ -202,9 +202,19 @@ export async function stateBuilt(store: Store): Promise<boolean> {
   return row?.status === 'ready'
 }
 
+let lastBuildVersion = 0
+
+/** The status row's version: wall-clock based and increasing in this process (it orders rows; `now` is the rules' time). */
+const buildVersion = () => (lastBuildVersion = Math.max(lastBuildVersion + 1, Date.now() * 1000))
+
 /** Record that the state holds every stored event. */
 export async function markStateBuilt(store: Store, now: number): Promise<void> {
-  await store.insert('state_builds_v1', [{ name: 'state', status: 'ready', built_at: chTime(now), version: now }])
+  await store.insert('state_builds_v1', [{ name: 'state', status: 'ready', built_at: chTime(now), version: buildVersion() }])
+}
+
+/** Record that the state no longer holds every stored event (a writer runs without keeping it): the rules read events until a rebuild. */
+export async function markStateStale(store: Store, now: number): Promise<void> {
+  await store.insert('state_builds_v1', [{ name: 'state', status: 'stale', built_at: chTime(now), version: buildVersion() }])
 }
 
 /**

@@ -120,8 +120,10 @@ export async function writeBlock(store: Store, events: readonly EventRow[], meas
   }
   for (const e of events) {
     if (!isActivity(e)) continue
+    // An event with neither id (only rows written around the ingestion API, which requires one)
+    // has the raw identity '': it counts for its tagged account, as the reference counts it.
     const raw = rawIdOf(e)
-    if (!raw || skip?.has(raw)) continue
+    if (skip?.has(raw)) continue
     ids.add(raw)
     // Properties only when a measure reads them: most blocks carry no property filter's events.
     text += `${tsv(e.user_id)}\t${tsv(e.anonymous_id)}\t${tsv(e.account_id)}\t${tsv(e.event)}\t${e.timestamp}\t${props ? tsv(e.properties) : '{}'}\n`

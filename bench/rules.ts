@@ -150,7 +150,7 @@ async function main() {
     // The lower bound of any incremental run: one query reading those subjects' state rows.
     const bound = await bestOf(() =>
       store.query(
-        `SELECT subject_type, subject_id, sum(n) AS n, max(last_seen) AS last FROM state_daily_v1 FINAL
+        `SELECT subject_type, subject_id, sum(n) AS messages, max(last_seen) AS last FROM state_daily_v1 FINAL
          WHERE ((subject_type = 'account' AND subject_id IN {accounts:Array(String)}) OR (subject_type = 'user' AND subject_id IN {users:Array(String)}))
            AND day > {from:Date} AND day <= {to:Date} AND n > 0
          GROUP BY subject_type, subject_id`,

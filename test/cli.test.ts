@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process'
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ADMIN_TOKEN, startTestServer, type TestServer, tempDir } from './harness.js'
+import { ADMIN_TOKEN, removeDir, startTestServer, type TestServer, tempDir } from './harness.js'
 
 const BIN = fileURLToPath(new URL('../bin/signalbox.js', import.meta.url))
 
@@ -15,7 +15,7 @@ beforeAll(async () => {
 })
 afterAll(async () => {
   await sb.stop()
-  rmSync(dir, { recursive: true, force: true })
+  removeDir(dir)
 })
 
 /** Run the installed command (bin/signalbox.js) against the test server, asynchronously: the server lives in this process. */

@@ -1,11 +1,10 @@
-import { rmSync } from 'node:fs'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadConfig } from '../src/config.js'
 import { ClusterDdlError, ClusterTransform, clusterClientSettings, SHARDING_KEYS, sortingKey } from '../src/store/cluster.js'
 import { migrate, migrationPlan, readMigrations } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'
 import type { Store } from '../src/store/store.js'
-import { tempDir } from './harness.js'
+import { removeDir, tempDir } from './harness.js'
 
 let store: Store
 let dir: string
@@ -15,7 +14,7 @@ beforeAll(async () => {
 })
 afterAll(async () => {
   await store?.close()
-  rmSync(dir, { recursive: true, force: true })
+  removeDir(dir)
 })
 
 const plan = () => migrationPlan(readMigrations(), 'signalbox')

@@ -12,6 +12,15 @@ export function tempDir(prefix = 'signalbox-test-') {
 }
 
 /**
+ * Remove a test's directory. The embedded engine may still be finishing a background merge in a
+ * store it has closed (a part directory filled while it is being removed: ENOTEMPTY), so the
+ * removal is retried as Node's rmSync offers, instead of failing the file's teardown.
+ */
+export function removeDir(dir: string) {
+  rmSync(dir, { recursive: true, force: true, maxRetries: 20, retryDelay: 100 })
+}
+
+/**
  * Start a real server (embedded chDB, real HTTP port) for one test file. chDB allows one data path
  * per process, so a file keeps its DATA_DIR for its whole life; `restart` reopens the same path.
  */
@@ -63,7 +72,7 @@ export async function startTestServer(env: Record<string, string> = {}, opts: Pa
     },
     async stop(opts: { keepData?: boolean } = {}) {
       await server.close()
-      if (!opts.keepData && !env.DATA_DIR) rmSync(dataDir, { recursive: true, force: true })
+      if (!opts.keepData && !env.DATA_DIR) removeDir(dataDir)
     },
   }
   return harness

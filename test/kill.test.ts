@@ -1,9 +1,8 @@
-import { rmSync } from 'node:fs'
 import { afterAll, describe, expect, it } from 'vitest'
 import { loadConfig } from '../src/config.js'
 import { openStore } from '../src/store/node.js'
 import { type Child, freePort, spawnServer, waitReady } from './child-server.js'
-import { ADMIN_TOKEN, tempDir, WRITE_KEY } from './harness.js'
+import { ADMIN_TOKEN, removeDir, tempDir, WRITE_KEY } from './harness.js'
 
 // Durability of acknowledgements, with the server as a separate process: killed outright while
 // batches are in flight, and stopped with SIGTERM while writes are waiting for their flush.
@@ -12,7 +11,7 @@ const dirs: string[] = []
 const children: Child[] = []
 afterAll(() => {
   for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL')
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  for (const d of dirs) removeDir(d)
 })
 
 async function start(dataDir: string, extra: Record<string, string> = {}) {

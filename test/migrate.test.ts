@@ -1,16 +1,15 @@
-import { rmSync } from 'node:fs'
 import { afterAll, describe, expect, it } from 'vitest'
 import { chTime } from '../src/time.js'
 import { loadConfig } from '../src/config.js'
 import { migrate, readMigrations } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'
-import { tempDir } from './harness.js'
+import { removeDir, tempDir } from './harness.js'
 
 const dir = tempDir('signalbox-migrate-')
 const store = await openStore(loadConfig({ DATA_DIR: dir }))
 afterAll(async () => {
   await store.close()
-  rmSync(dir, { recursive: true, force: true })
+  removeDir(dir)
 })
 
 const row = (source: string, id: string) => ({

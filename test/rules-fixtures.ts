@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs'
 import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'
@@ -11,7 +10,7 @@ import type { Rule } from '../rules/schema.js'
 import { markBuiltIfEmpty, StateKeeper } from '../rules/state/keeper.js'
 import { uniqueMeasures } from '../rules/state/measures.js'
 import { rebuildState } from '../rules/state/rebuild.js'
-import { tempDir } from './harness.js'
+import { removeDir, tempDir } from './harness.js'
 
 export const DAY = 86_400_000
 export const HOUR = 3_600_000
@@ -54,7 +53,7 @@ export async function openRuleStore() {
     async close() {
       await writer.close()
       await store.close()
-      rmSync(dir, { recursive: true, force: true })
+      removeDir(dir)
     },
   }
 }

@@ -1,4 +1,4 @@
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Writable } from 'node:stream'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -6,7 +6,7 @@ import { ConfigError, loadConfig } from '../src/config.js'
 import { resolveCredentials } from '../src/credentials.js'
 import { createLogger } from '../src/logger.js'
 import { type Child, freePort, spawnServer, waitReady } from './child-server.js'
-import { tempDir } from './harness.js'
+import { removeDir, tempDir } from './harness.js'
 
 // `npm start` on a fresh machine: credentials generated once and kept, a bad environment
 // stopping the start with the variable's name, and the admin API closed to write keys.
@@ -15,7 +15,7 @@ const dirs: string[] = []
 const children: Child[] = []
 afterAll(() => {
   for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL')
-  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  for (const d of dirs) removeDir(d)
 })
 const dir = (prefix: string) => {
   const d = tempDir(prefix)

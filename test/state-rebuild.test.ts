@@ -1,5 +1,4 @@
 import { execFile } from 'node:child_process'
-import { rmSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { GroupCommitWriter } from '../ingest/writer.js'
@@ -10,7 +9,7 @@ import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'
 import type { Store } from '../src/store/store.js'
-import { tempDir } from './harness.js'
+import { removeDir, tempDir } from './harness.js'
 import { DAY, NOW, ev, group } from './rules-fixtures.js'
 
 /**
@@ -27,7 +26,7 @@ const open = async () => {
 }
 afterAll(async () => {
   await store?.close()
-  rmSync(dir, { recursive: true, force: true })
+  removeDir(dir)
 })
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -1,14 +1,14 @@
 import { spawnSync } from 'node:child_process'
-import { readFileSync, rmSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { gzipSync } from 'node:zlib'
 import { afterAll, describe, expect, it } from 'vitest'
-import { tempDir } from './harness.js'
+import { removeDir, tempDir } from './harness.js'
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url))
 const out = tempDir('signalbox-worker-build-')
-afterAll(() => rmSync(out, { recursive: true, force: true }))
+afterAll(() => removeDir(out))
 
 type Meta = { inputs: Record<string, { bytes: number }>; outputs: Record<string, { imports?: { path: string; external?: boolean }[] }> }
 

@@ -1,4 +1,3 @@
-import { rmSync } from 'node:fs'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type EventRow } from '../ingest/normalize.js'
@@ -10,7 +9,7 @@ import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/store/migrate.js'
 import { openStore } from '../src/store/node.js'
 import type { Store } from '../src/store/store.js'
-import { tempDir } from './harness.js'
+import { removeDir, tempDir } from './harness.js'
 
 // The queue consumer's logic on the real embedded engine, driven with queue batches as the
 // Workers runtime hands them over (ack/retry recorded). Its HTTP side is in worker.test.ts.
@@ -39,7 +38,7 @@ beforeAll(async () => {
 })
 afterAll(async () => {
   await real?.close()
-  rmSync(dir, { recursive: true, force: true })
+  removeDir(dir)
 })
 
 const logger = pino({ level: 'silent' })

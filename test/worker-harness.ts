@@ -1,9 +1,9 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { unstable_startWorker } from 'wrangler'
 import { type CapturedRequest, serveClickHouseHttp } from '../src/edge/local-clickhouse.js'
-import { ADMIN_TOKEN, APP_KEY, tempDir, WRITE_KEY } from './harness.js'
+import { ADMIN_TOKEN, APP_KEY, removeDir, tempDir, WRITE_KEY } from './harness.js'
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url))
 
@@ -27,7 +27,7 @@ export async function startClickHouseHttp(opts: { user?: string; password?: stri
   return Object.assign(ch, {
     async close() {
       await closeServer()
-      rmSync(dataDir, { recursive: true, force: true })
+      removeDir(dataDir)
     },
   })
 }
@@ -114,7 +114,7 @@ export async function startTestWorker(opts: {
     },
     async dispose() {
       await worker.dispose()
-      rmSync(dir, { recursive: true, force: true })
+      removeDir(dir)
     },
   }
   return harness

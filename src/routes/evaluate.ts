@@ -1,13 +1,12 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import type { Evaluator } from '../../rules/evaluator.js'
 import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps } from '../env.js'
-import { requireAdmin } from '../middleware.js'
 import { funnelRoutes } from './funnel.js'
 import { outcomesRoutes } from './outcomes.js'
 import { qualityRoutes } from './quality.js'
 import { rulesRoutes } from './rules.js'
-import { ADMIN, documentedBody, errors, router } from './router.js'
+import { adminRoutes, documentedBody, router } from './router.js'
 import { signalsRoutes } from './signals.js'
 import { subjectsRoutes } from './subjects.js'
 
@@ -27,17 +26,16 @@ export const EvaluateRequest = z.strictObject({
 /** Run the evaluator now (admin). Evaluations are serialized with the background ones. */
 export function evaluateRoutes(deps: AppDeps, evaluator: Evaluator) {
   const app = router()
-  const route = createRoute({
+  const route = adminRoutes(deps.adminToken)
+  const declared = route({
     method: 'post',
     path: '/evaluate',
     summary: 'Evaluate now: {fired, resolved, errors}; no body evaluates every enabled rule for every subject',
-    security: ADMIN,
-    middleware: [requireAdmin(deps.adminToken)] as const,
     // Optional, and an empty body is {}: the handler reads it.
     request: { body: { ...documentedBody(EvaluateRequest), required: false } },
-    responses: { 200: { description: 'OK' }, ...errors },
+    responses: { 200: { description: 'OK' } },
   })
-  app.openapi(route, async (c) => {
+  app.openapi(declared, async (c) => {
     const text = await c.req.text()
     let body: unknown = {}
     if (text.trim()) {

@@ -1,10 +1,9 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import type { AppDeps } from '../env.js'
 import { ApiError, StoreUnavailableError } from '../errors.js'
 import { decodeCursor, listEvents, listIngestErrors } from '../events/queries.js'
-import { requireAdmin } from '../middleware.js'
 import { SubjectType } from '../signals.js'
-import { ADMIN, errors, ok, router } from './router.js'
+import { adminRoutes, ok, router } from './router.js'
 
 const CursorParam = z.string().transform((s, ctx) => {
   const c = decodeCursor(s)
@@ -78,25 +77,21 @@ const storeCall = <T>(p: Promise<T>): Promise<T> =>
 /** The events debugger's API (admin): stored events with their properties, and the rejected messages with their reasons. */
 export function eventsRoutes(deps: AppDeps) {
   const app = router()
-  const admin = requireAdmin(deps.adminToken)
-  const events = createRoute({
+  const route = adminRoutes(deps.adminToken)
+  const events = route({
     method: 'get',
     path: '/events',
     summary: 'Stored events, newest first by arrival, with their properties; filter by subject (the row’s own ids) and event name; cursor `before` = `next`',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { query: EventsQuery },
-    responses: { 200: ok(EventPage), ...errors },
+    responses: { 200: ok(EventPage) },
   })
   app.openapi(events, async (c) => c.json(await storeCall(listEvents(deps.store, c.req.valid('query'))), 200))
-  const ingestErrors = createRoute({
+  const ingestErrors = route({
     method: 'get',
     path: '/ingest-errors',
     summary: 'Rejected (error) and corrected (warning) messages with the path, the reason and the message as sent, newest first',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { query: IngestErrorsQuery },
-    responses: { 200: ok(IngestErrorPage), ...errors },
+    responses: { 200: ok(IngestErrorPage) },
   })
   app.openapi(ingestErrors, async (c) => c.json(await storeCall(listIngestErrors(deps.store, c.req.valid('query'))), 200))
   return app

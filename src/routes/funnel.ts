@@ -1,12 +1,11 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import type { Lifecycle } from '../lifecycle/lifecycle.js'
 import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps } from '../env.js'
-import { requireAdmin } from '../middleware.js'
 import { SubjectType } from '../signals.js'
 import { getRule } from '../../rules/store.js'
 import { IsoTime, reportPeriod } from './rules.js'
-import { ADMIN, errors, router } from './router.js'
+import { adminRoutes, router } from './router.js'
 
 /** GET /v1/funnel query: the period (default: the last 90 days) and the subject type (default account). */
 export const FunnelQuery = z
@@ -23,17 +22,16 @@ export const FunnelQuery = z
 /** The funnel report (admin): per stage, entered, conversion to the next, time in stage, stalls. */
 export function funnelRoutes(deps: AppDeps, lifecycle: Lifecycle) {
   const app = router()
+  const route = adminRoutes(deps.adminToken)
   const now = deps.now ?? Date.now
-  const route = createRoute({
+  const declared = route({
     method: 'get',
     path: '/funnel',
     summary: 'Funnel: entered, conversion, time in stage, where subjects stall; split by a signal, or by month of entry',
-    security: ADMIN,
-    middleware: [requireAdmin(deps.adminToken)] as const,
     request: { query: FunnelQuery },
-    responses: { 200: { description: 'OK' }, ...errors },
+    responses: { 200: { description: 'OK' } },
   })
-  app.openapi(route, async (c) => {
+  app.openapi(declared, async (c) => {
     const q = c.req.valid('query')
     const { from, to } = reportPeriod(q, now())
     const { subject_type, signal, cohort } = q

@@ -1,8 +1,7 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import { parseRuleText } from '../../rules/store.js'
 import { ApiError } from '../errors.js'
 import type { AppDeps } from '../env.js'
-import { requireAdmin } from '../middleware.js'
 import {
   checkOutcomeId,
   deleteOutcome,
@@ -13,7 +12,7 @@ import {
   type StoredOutcome,
 } from '../quality/outcome-store.js'
 import { type Outcome, OutcomeDocument, outcomeJsonSchema, parseOutcome } from '../quality/outcomes.js'
-import { ADMIN, documentedBody, errors, ok, router } from './router.js'
+import { adminRoutes, documentedBody, ok, router } from './router.js'
 
 /** An outcome as the API shows it. */
 export const OutcomeResponse = z.object({ id: z.string(), version: z.number().int(), deleted: z.boolean(), created_at: z.iso.datetime(), outcome: OutcomeDocument })
@@ -52,27 +51,25 @@ const VersionQuery = z.object({ version: z.coerce.number().int('must be a positi
 /** Outcome management (admin): versioned documents like rules, and their JSON Schema. */
 export function outcomesRoutes(deps: AppDeps) {
   const app = router()
-  const admin = requireAdmin(deps.adminToken)
+  const route = adminRoutes(deps.adminToken)
   const now = deps.now ?? Date.now
 
   app.openapi(
-    createRoute({ security: ADMIN, middleware: [admin] as const, method: 'get', path: '/outcomes/schema', summary: 'JSON Schema of outcome documents', responses: { 200: { description: 'OK' }, ...errors } }),
+    route({ method: 'get', path: '/outcomes/schema', summary: 'JSON Schema of outcome documents', responses: { 200: { description: 'OK' } } }),
     (c) => c.json(outcomeJsonSchema(), 200),
   )
 
   app.openapi(
-    createRoute({ security: ADMIN, middleware: [admin] as const, method: 'get', path: '/outcomes', summary: 'Current outcomes', responses: { 200: ok(z.object({ data: z.array(OutcomeResponse) })), ...errors } }),
+    route({ method: 'get', path: '/outcomes', summary: 'Current outcomes', responses: { 200: ok(z.object({ data: z.array(OutcomeResponse) })) } }),
     async (c) => c.json({ data: (await listOutcomes(deps.store)).map(toResponse) }, 200),
   )
 
-  const one = createRoute({
-    security: ADMIN,
-    middleware: [admin] as const,
+  const one = route({
     method: 'get',
     path: '/outcomes/{id}',
     summary: 'An outcome (`?version=N` for an earlier one)',
     request: { params: IdParams, query: VersionQuery },
-    responses: { 200: ok(OutcomeResponse), ...errors },
+    responses: { 200: ok(OutcomeResponse) },
   })
   app.openapi(one, async (c) => {
     const id = checkOutcomeId(c.req.param('id'))
@@ -83,14 +80,12 @@ export function outcomesRoutes(deps: AppDeps) {
     return c.json(toResponse(stored), 200)
   })
 
-  const versions = createRoute({
-    security: ADMIN,
-    middleware: [admin] as const,
+  const versions = route({
     method: 'get',
     path: '/outcomes/{id}/versions',
     summary: 'Version history of an outcome',
     request: { params: IdParams },
-    responses: { 200: ok(z.object({ id: z.string(), data: z.array(z.object({ version: z.number().int(), deleted: z.boolean(), created_at: z.iso.datetime() })) })), ...errors },
+    responses: { 200: ok(z.object({ id: z.string(), data: z.array(z.object({ version: z.number().int(), deleted: z.boolean(), created_at: z.iso.datetime() })) })) },
   })
   app.openapi(versions, async (c) => {
     const id = checkOutcomeId(c.req.param('id'))
@@ -99,15 +94,13 @@ export function outcomesRoutes(deps: AppDeps) {
     return c.json({ id, data }, 200)
   })
 
-  const put = createRoute({
-    security: ADMIN,
-    middleware: [admin] as const,
+  const put = route({
     method: 'put',
     path: '/outcomes/{id}',
     summary: 'Create or update an outcome (a new version); JSON or YAML',
     // Read by the handler: YAML or JSON, the id from the path, errors naming the document's paths.
     request: { params: IdParams, body: documentedBody(OutcomeDocument, ['application/json', 'application/yaml']) },
-    responses: { 200: ok(OutcomeResponse.extend({ status: z.enum(['updated', 'unchanged']) })), 201: ok(OutcomeResponse.extend({ status: z.literal('created') }), 'Created'), ...errors },
+    responses: { 200: ok(OutcomeResponse.extend({ status: z.enum(['updated', 'unchanged']) })), 201: ok(OutcomeResponse.extend({ status: z.literal('created') }), 'Created') },
   })
   app.openapi(put, async (c) => {
     const id = checkOutcomeId(c.req.param('id'))
@@ -117,14 +110,12 @@ export function outcomesRoutes(deps: AppDeps) {
     return status === 'created' ? c.json({ ...toResponse(stored), status }, 201) : c.json({ ...toResponse(stored), status }, 200)
   })
 
-  const del = createRoute({
-    security: ADMIN,
-    middleware: [admin] as const,
+  const del = route({
     method: 'delete',
     path: '/outcomes/{id}',
     summary: 'Delete an outcome (a tombstone version)',
     request: { params: IdParams },
-    responses: { 200: ok(z.object({ id: z.string(), version: z.number().int(), deleted: z.literal(true) })), ...errors },
+    responses: { 200: ok(z.object({ id: z.string(), version: z.number().int(), deleted: z.literal(true) })) },
   })
   app.openapi(del, async (c) => {
     const id = checkOutcomeId(c.req.param('id'))

@@ -1,11 +1,10 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import { Duration } from '../../rules/schema.js'
 import { checkRuleId, getRule } from '../../rules/store.js'
 import { ApiError } from '../errors.js'
 import type { AppDeps } from '../env.js'
-import { requireAdmin } from '../middleware.js'
 import { QualityReport, qualityReport } from '../quality/quality.js'
-import { ADMIN, errors, ok, router } from './router.js'
+import { adminRoutes, ok, router } from './router.js'
 import { IsoTime, reportPeriod } from './rules.js'
 
 /** GET /v1/rules/:id/quality query: the period of fires (default: the 90 days before `to`, itself default now) and the horizon. */
@@ -19,17 +18,16 @@ export const QualityQuery = z.strictObject({
 /** The quality of a saved rule's signals against its outcome (admin). */
 export function qualityRoutes(deps: AppDeps) {
   const app = router()
+  const route = adminRoutes(deps.adminToken)
   const now = deps.now ?? Date.now
-  const route = createRoute({
+  const declared = route({
     method: 'get',
     path: '/rules/{id}/quality',
     summary: 'Quality of a rule against its outcome: precision, base rate, lift, recall, lead time, useful share',
-    security: ADMIN,
-    middleware: [requireAdmin(deps.adminToken)] as const,
     request: { params: z.object({ id: z.string() }), query: QualityQuery },
-    responses: { 200: ok(QualityReport), ...errors },
+    responses: { 200: ok(QualityReport) },
   })
-  app.openapi(route, async (c) => {
+  app.openapi(declared, async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const q = c.req.valid('query')
     const t = now()

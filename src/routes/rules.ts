@@ -1,4 +1,4 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import { backtest, MAX_MOMENTS, type BacktestResult } from '../../rules/backtest.js'
 import { Duration, parseDuration, type Rule, RuleDocument, ruleJsonSchema } from '../../rules/schema.js'
 import {
@@ -16,8 +16,7 @@ import { ApiError, zodDetails } from '../errors.js'
 import { backtestQuality } from '../quality/quality.js'
 import type { AppDeps } from '../env.js'
 import { loadStateStatus, type Plan, planOf } from '../../rules/plan.js'
-import { requireAdmin } from '../middleware.js'
-import { ADMIN, documentedBody, errors, router } from './router.js'
+import { adminRoutes, documentedBody, router } from './router.js'
 
 /** A rule as the API shows it. */
 export type RuleResponse = {
@@ -114,38 +113,32 @@ const RuleIdParam = z.object({ id: z.string() })
 
 export function rulesRoutes(deps: AppDeps) {
   const app = router()
-  const admin = requireAdmin(deps.adminToken)
+  const route = adminRoutes(deps.adminToken)
   const now = deps.now ?? Date.now
 
-  app.openapi(createRoute({
+  app.openapi(route({
     method: 'get',
     path: '/rules/schema',
     summary: 'JSON Schema of rule documents',
-    security: ADMIN,
-    middleware: [admin] as const,
-    responses: { 200: { description: 'OK' }, ...errors },
+    responses: { 200: { description: 'OK' } },
   }), (c) => c.json(ruleJsonSchema()))
 
-  app.openapi(createRoute({
+  app.openapi(route({
     method: 'get',
     path: '/rules',
     summary: 'Current rules',
-    security: ADMIN,
-    middleware: [admin] as const,
-    responses: { 200: { description: 'OK' }, ...errors },
+    responses: { 200: { description: 'OK' } },
   }), async (c) => {
     const rules = await listRules(deps.store)
     return c.json({ data: rules.map(toRuleResponse) })
   })
 
-  app.openapi(createRoute({
+  app.openapi(route({
     method: 'get',
     path: '/rules/{id}',
     summary: 'A rule (`?version=N` for an earlier one), with its `plan`: which backend answers it (the per-day state or the raw events) and why',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { params: RuleIdParam, query: z.object({ version: z.string().optional() }) },
-    responses: { 200: { description: 'OK' }, ...errors },
+    responses: { 200: { description: 'OK' } },
   }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const v = c.req.query('version')
@@ -166,14 +159,12 @@ export function rulesRoutes(deps: AppDeps) {
     return c.json({ ...toRuleResponse(stored), plan })
   })
 
-  app.openapi(createRoute({
+  app.openapi(route({
     method: 'get',
     path: '/rules/{id}/versions',
     summary: 'Version history of a rule',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { params: RuleIdParam },
-    responses: { 200: { description: 'OK' }, ...errors },
+    responses: { 200: { description: 'OK' } },
   }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const versions = await listVersions(deps.store, id)
@@ -181,14 +172,12 @@ export function rulesRoutes(deps: AppDeps) {
     return c.json({ id, data: versions })
   })
 
-  app.openapi(createRoute({
+  app.openapi(route({
     method: 'put',
     path: '/rules/{id}',
     summary: 'Create or update a rule (a new version); JSON or YAML',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { params: RuleIdParam, body: documentedBody(RuleDocument, ['application/json', 'application/yaml']) },
-    responses: { 200: { description: 'Updated or unchanged' }, 201: { description: 'Created' }, ...errors },
+    responses: { 200: { description: 'Updated or unchanged' }, 201: { description: 'Created' } },
   }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const text = await readBody(c.req.raw)
@@ -201,14 +190,12 @@ export function rulesRoutes(deps: AppDeps) {
     return c.json({ ...toRuleResponse(stored), status }, status === 'created' ? 201 : 200)
   })
 
-  app.openapi(createRoute({
+  app.openapi(route({
     method: 'delete',
     path: '/rules/{id}',
     summary: 'Delete a rule (a tombstone version)',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { params: RuleIdParam },
-    responses: { 200: { description: 'OK' }, ...errors },
+    responses: { 200: { description: 'OK' } },
   }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const stored = await deleteRule(deps.store, id, now())
@@ -216,14 +203,12 @@ export function rulesRoutes(deps: AppDeps) {
     return c.json({ id, version: stored.version, deleted: true })
   })
 
-  app.openapi(createRoute({
+  app.openapi(route({
     method: 'post',
     path: '/rules/{id}/backtest',
     summary: 'What a rule would have fired over stored history, and the quality of those fires',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { params: RuleIdParam, body: documentedBody(BacktestRequest) },
-    responses: { 200: { description: 'OK' }, ...errors },
+    responses: { 200: { description: 'OK' } },
   }), async (c) => {
     const id = checkRuleId(c.req.param('id'))
     const parsed = BacktestRequest.safeParse(parseJsonBody(await readBody(c.req.raw)))

@@ -1,12 +1,11 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import { ApiError, zodDetails } from '../errors.js'
 import { Feedback, FeedbackRequest, recordFeedback, SignalWithFeedback, withFeedback } from '../feedback/feedback.js'
 import type { AppDeps } from '../env.js'
-import { requireAdmin } from '../middleware.js'
 import { SIGNAL_ID, SignalKind, SubjectType } from '../signals.js'
 import { getSignal, querySignals } from '../signals/queries.js'
 import { IsoTime, parseJsonBody } from './rules.js'
-import { ADMIN, documentedBody, errors, ok, router } from './router.js'
+import { adminRoutes, documentedBody, ok, router } from './router.js'
 
 const list = <T extends z.ZodType<unknown, string>>(item: T) =>
   z
@@ -39,17 +38,15 @@ const SignalParams = z.object({ id: z.string() })
 /** Signals as stored (admin). The live stream (/v1/signals/stream) is delivery's. */
 export function signalsRoutes(deps: AppDeps) {
   const app = router()
-  const admin = requireAdmin(deps.adminToken)
+  const route = adminRoutes(deps.adminToken)
   const now = deps.now ?? Date.now
 
-  const list = createRoute({
+  const list = route({
     method: 'get',
     path: '/signals',
     summary: 'Signals, paged with a cursor (`after`), filtered by kind, rule, subject, status, time',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { query: SignalQuery },
-    responses: { 200: ok(SignalPageWithFeedback), ...errors },
+    responses: { 200: ok(SignalPageWithFeedback) },
   })
   app.openapi(list, async (c) => {
     const page = await querySignals(deps.store, c.req.valid('query'))
@@ -58,14 +55,12 @@ export function signalsRoutes(deps: AppDeps) {
 
   // /v1/signals/stream is the stream route's: it is registered first (src/app.ts) and answers
   // before this one; a malformed id (sig_nope) is a signal that does not exist, not a missing route.
-  const one = createRoute({
+  const one = route({
     method: 'get',
     path: '/signals/{id}',
     summary: 'One signal, with the feedback people gave on it',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { params: SignalParams },
-    responses: { 200: ok(SignalWithFeedback), ...errors },
+    responses: { 200: ok(SignalWithFeedback) },
   })
   app.openapi(one, async (c) => {
     const signal = await getSignal(deps.store, c.req.param('id'))
@@ -75,14 +70,12 @@ export function signalsRoutes(deps: AppDeps) {
   })
 
   // A person's verdict (accepted as useful, dismissed with a reason); the quality report counts it.
-  const feedbackRoute = createRoute({
+  const feedbackRoute = route({
     method: 'post',
     path: '/signals/{id}/feedback',
     summary: 'Record a verdict on a signal: useful | not_useful, with a reason',
-    security: ADMIN,
-    middleware: [admin] as const,
     request: { params: SignalParams, body: documentedBody(FeedbackRequest) },
-    responses: { 201: ok(Feedback, 'Recorded'), ...errors },
+    responses: { 201: ok(Feedback, 'Recorded') },
   })
   app.openapi(feedbackRoute, async (c) => {
     // A malformed id is a signal that does not exist (404 from recordFeedback), as on GET.

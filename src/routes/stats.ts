@@ -1,9 +1,8 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import { StoreUnavailableError } from '../errors.js'
 import type { AppDeps } from '../env.js'
-import { requireAdmin } from '../middleware.js'
 import { readStats } from '../stats/queries.js'
-import { ADMIN, errors, ok, router } from './router.js'
+import { adminRoutes, ok, router } from './router.js'
 
 export const StatsResponse = z.object({
   events: z.number(),
@@ -18,15 +17,14 @@ export type StatsResponse = z.infer<typeof StatsResponse>
 
 export function statsRoutes(deps: AppDeps) {
   const app = router()
-  const route = createRoute({
+  const route = adminRoutes(deps.adminToken)
+  const declared = route({
     method: 'get',
     path: '/stats',
     summary: 'Counts: events (once per messageId), users, accounts, signals',
-    security: ADMIN,
-    middleware: [requireAdmin(deps.adminToken)] as const,
-    responses: { 200: ok(StatsResponse), ...errors },
+    responses: { 200: ok(StatsResponse) },
   })
-  app.openapi(route, async (c) => {
+  app.openapi(declared, async (c) => {
     const stats = await readStats(deps.store).catch((err) => {
       throw new StoreUnavailableError(err)
     })

@@ -1,12 +1,11 @@
-import { createRoute, z } from '@hono/zod-openapi'
+import { z } from '@hono/zod-openapi'
 import type { Lifecycle } from '../lifecycle/lifecycle.js'
 import { stringifyJson } from '../../ingest/json.js'
 import { ApiError, zodDetails } from '../errors.js'
 import type { AppDeps } from '../env.js'
-import { requireAdmin } from '../middleware.js'
 import { SubjectType } from '../signals.js'
 import { subjectProfile } from '../subjects/profile.js'
-import { ADMIN, documentedBody, errors, router } from './router.js'
+import { adminRoutes, documentedBody, router } from './router.js'
 import { USAGE_DAYS } from '../subjects/queries.js'
 
 export const StageRequest = z.strictObject({
@@ -20,24 +19,22 @@ export const StageRequest = z.strictObject({
 /** Accounts and users as sales and CS see them; stage moves from a CRM. */
 export function subjectsRoutes(deps: AppDeps, lifecycle: Lifecycle) {
   const app = router()
-  const admin = requireAdmin(deps.adminToken)
+  const route = adminRoutes(deps.adminToken)
   const now = deps.now ?? Date.now
 
   for (const type of ['account', 'user'] as const) {
-    const route = createRoute({
+    const declared = route({
       method: 'get',
       path: `/${type}s/{id}`,
       summary: `A${type === 'account' ? 'n' : ''} ${type}: stage, traits, usage per day, open signals`,
-      security: ADMIN,
-      middleware: [admin] as const,
       request: {
         params: z.object({ id: z.string() }),
         /** The days of the usage series, up to today (default 30). */
         query: z.object({ days: z.coerce.number().int().min(1).max(365).default(USAGE_DAYS) }),
       },
-      responses: { 200: { description: 'OK' }, ...errors },
+      responses: { 200: { description: 'OK' } },
     })
-    app.openapi(route, async (c) => {
+    app.openapi(declared, async (c) => {
       const id = c.req.param('id')
       const { days } = c.req.valid('query')
       const profile = await subjectProfile(deps.store, lifecycle, type, id, now(), days)
@@ -47,15 +44,13 @@ export function subjectsRoutes(deps: AppDeps, lifecycle: Lifecycle) {
     })
   }
 
-  const stage = createRoute({
+  const stage = route({
     method: 'post',
     path: '/subjects/{type}/{id}/stage',
     summary: 'Move a subject to a lifecycle stage (from a CRM)',
-    security: ADMIN,
-    middleware: [admin] as const,
     // The type is checked by the handler, which names it in its own words.
     request: { params: z.object({ type: z.string(), id: z.string() }), body: documentedBody(StageRequest) },
-    responses: { 201: { description: 'The transition recorded' }, ...errors },
+    responses: { 201: { description: 'The transition recorded' } },
   })
   app.openapi(stage, async (c) => {
     const type = SubjectType.safeParse(c.req.param('type'))

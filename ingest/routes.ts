@@ -1,9 +1,11 @@
-import { Hono, type Context, type MiddlewareHandler } from 'hono'
+import { z } from '@hono/zod-openapi'
+import type { Context } from 'hono'
 import { cors } from 'hono/cors'
 import { ulid } from 'ulid'
 import { basicUsername, sourceOf } from '../src/auth.js'
 import { ApiError, type ErrorDetail, zodDetails } from '../src/errors.js'
 import type { AppDeps, AppEnv } from '../src/env.js'
+import { documentedBody, errors, ok, router, WRITE } from '../src/routes/router.js'
 import { chTime } from '../src/time.js'
 import { isLosslessNumber, MAX_DEPTH, parseJson, pathDeeperThan, stringifyJson, toWellFormed } from './json.js'
 import { type EventRow, toEventRow } from './normalize.js'
@@ -11,8 +13,11 @@ import { RateLimiter } from './ratelimit.js'
 import { BatchBody, LIMITS, MESSAGE_TYPES, type Message, MessageSchemas, type MessageType, parseTimestamp } from './schema.js'
 import type { IngestErrorRow, StoreRejection } from './writer.js'
 
-export type Rejected = { index: number; path: string; message: string }
-export type BatchResponse = { success: true; accepted: number; rejected: Rejected[] }
+export const Rejected = z.object({ index: z.number().int(), path: z.string(), message: z.string() })
+export type Rejected = z.infer<typeof Rejected>
+export const Stored = z.object({ success: z.literal(true) })
+export const BatchResponse = Stored.extend({ accepted: z.number().int(), rejected: z.array(Rejected) })
+export type BatchResponse = z.infer<typeof BatchResponse>
 
 type Checked = { ok: true; message: Message } | { ok: false; details: ErrorDetail[] }
 
@@ -215,7 +220,7 @@ function cutBelow(root: unknown, limit: number): unknown {
  * failure is a 503, never a 2xx, and never a 3xx (Segment's libraries count a 3xx as delivered).
  */
 export function ingestRoutes(deps: AppDeps) {
-  const app = new Hono<AppEnv>()
+  const app = router()
   const now = deps.now ?? Date.now
   const limiter = new RateLimiter(deps.config.RATE_LIMIT_PER_SECOND, deps.config.RATE_LIMIT_BURST, now)
 
@@ -274,12 +279,27 @@ export function ingestRoutes(deps: AppDeps) {
   // Scoped to the tracking routes, not `/v1/*`: the management API under /v1 has its own rules.
   // CORS lets analytics.js post from any web site (it sends the write key in the body). The size
   // limit is applied as the body is read (readBody).
-  const guard: MiddlewareHandler<AppEnv>[] = [
-    cors({ origin: '*', allowMethods: ['POST', 'OPTIONS'], allowHeaders: ['Content-Type', 'Authorization', 'Content-Encoding'], maxAge: 86400 }),
-  ]
+  const guard = cors({ origin: '*', allowMethods: ['POST', 'OPTIONS'], allowHeaders: ['Content-Type', 'Authorization', 'Content-Encoding'], maxAge: 86400 })
+
+  /**
+   * A tracking route, served under its full name and analytics.js's short one. It is declared in
+   * /openapi.json with the body it takes, but the router validates nothing: the handler reads the
+   * body itself (size, encoding, partial batches) and answers in its own words.
+   */
+  const tracking = (path: string, short: string, summary: string, body: z.ZodType, response: z.ZodType, handler: (c: Context<AppEnv>) => Promise<Response>) => {
+    app.openAPIRegistry.registerPath({
+      method: 'post',
+      path,
+      summary,
+      security: WRITE,
+      request: { body: documentedBody(body) },
+      responses: { 200: ok(response, 'Stored'), ...errors },
+    })
+    app.on(['POST', 'OPTIONS'], [path, short], guard, handler)
+  }
 
   for (const type of MESSAGE_TYPES) {
-    app.on(['POST', 'OPTIONS'], [`/${type}`, `/${SHORT_PATH[type]}`], ...guard, async (c) => {
+    tracking(`/${type}`, `/${SHORT_PATH[type]}`, `Segment ${type} call`, MessageSchemas[type], Stored, async (c) => {
       const { body, bytes, info } = await open(c, 0)
       const receivedAt = now()
       const record = (details: ErrorDetail[]) =>
@@ -365,7 +385,7 @@ export function ingestRoutes(deps: AppDeps) {
     return { events, errors, rejected, refused }
   }
 
-  app.on(['POST', 'OPTIONS'], ['/batch', '/b'], ...guard, async (c) => {
+  tracking('/batch', '/b', 'Segment batch: valid messages stored, invalid ones listed in `rejected`', BatchBody, BatchResponse, async (c) => {
     const { events, errors, rejected, refused } = batchRows(c, await open(c, 2), now())
     c.get('logger').debug({ accepted: events.length, rejected: rejected.length }, 'batch validated; waiting for the store')
     const stored = await deps.sink.write({ events, errors })

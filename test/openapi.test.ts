@@ -29,6 +29,13 @@ describe('GET /openapi.json', () => {
     expect(doc.paths['/v1/stats']?.get.responses['200'].content['application/json'].schema.required).toContain('events')
     expect(doc.paths['/v1/subjects/{type}/{id}/stage']?.post.requestBody.content['application/json'].schema.required).toContain('stage')
     expect(doc.paths['/v1/funnel']?.get.parameters.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(['from', 'to', 'subject_type', 'signal', 'cohort']))
+    // The tracking API documents the body its handler checks and the answer it gives; the router does not validate it.
+    expect(doc.paths['/v1/batch']?.post.responses['200'].content['application/json'].schema.properties).toHaveProperty('rejected')
+    expect(doc.paths['/v1/webhooks/{id}/deliveries']?.get.parameters.map((p: { name: string; in: string }) => `${p.in}:${p.name}`)).toEqual(
+      expect.arrayContaining(['path:id', 'query:status', 'query:limit', 'query:cursor']),
+    )
+    expect(doc.paths['/v1/webhooks']?.post.responses['201'].content['application/json'].schema.required).toContain('secret')
+    expect(doc.paths['/v1/signals/stream']?.get.security).toEqual([{ adminToken: [] }, { readToken: [] }])
     // Every error answer is the one error body.
     expect(doc.paths['/v1/signals']?.get.responses['4XX'].content['application/json'].schema.properties.error.properties.code.enum).toContain('BAD_REQUEST')
   })

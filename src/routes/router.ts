@@ -19,6 +19,18 @@ export const zodFailure: Hook<unknown, AppEnv, string, unknown> = (result) => {
   throw new ApiError({ code: 'BAD_REQUEST', message: `invalid ${TARGET[result.target] ?? result.target}: ${details[0]?.path}: ${details[0]?.message}`, details })
 }
 
+/**
+ * The hook of a route whose handler checked this part itself before it was declared: the same
+ * `message`, and each problem's path in `details` (`root` for the part as a whole).
+ */
+export const invalid =
+  (what: string, root = '(root)') =>
+  <T>(result: { success: true; data: T } | { success: false; error: z.ZodError }): undefined => {
+    if (result.success) return
+    const details = zodDetails(result.error).map((d) => (d.path === '(root)' ? { ...d, path: root } : d))
+    throw new ApiError({ code: 'BAD_REQUEST', message: `invalid ${what}`, details })
+  }
+
 export const router = () => new OpenAPIHono<AppEnv>({ defaultHook: zodFailure })
 
 /** The body of every 4xx / 5xx answer. */
@@ -55,6 +67,8 @@ export const documentedBody = (schema: z.ZodType, mediaTypes: string[] = ['appli
 
 export const ADMIN = [{ adminToken: [] }]
 export const WRITE = [{ writeKey: [] }]
+/** The admin token, or one of READ_TOKENS. */
+export const READ: Record<string, string[]>[] = [{ adminToken: [] }, { readToken: [] }]
 
 /**
  * `createRoute` for the admin routes of a group: the admin token is required (`requireAdmin`) and

@@ -1,11 +1,12 @@
-import { Hono, type MiddlewareHandler } from 'hono'
+import { createRoute, z } from '@hono/zod-openapi'
+import type { MiddlewareHandler } from 'hono'
 import { streamSSE } from 'hono/streaming'
-import { z } from 'zod'
 import { basicUsername, bearerToken, secretEquals, sourceOf } from '../auth.js'
 import { StreamHub, streamSignals } from '../delivery/stream.js'
 import { ApiError } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
 import { SignalKind } from '../signals.js'
+import { errors, invalid, READ, router } from './router.js'
 
 const EVENT_ID = /^evt_[0-9A-HJKMNP-TV-Z]{26}$/
 
@@ -49,18 +50,23 @@ export function requireReader(deps: Pick<AppDeps, 'adminToken' | 'writeKeys' | '
 
 /** GET /v1/signals/stream: the signal log as server-sent events, resumable (see streamSignals). */
 export function streamRoutes(deps: AppDeps) {
-  const app = new Hono<AppEnv>()
+  const app = router()
   const hub = deps.delivery?.streams ?? new StreamHub()
-  app.get('/signals/stream', requireReader(deps), (c) => {
-    const q = StreamQuery.safeParse(c.req.query())
-    if (!q.success) {
-      throw new ApiError({
-        code: 'BAD_REQUEST',
-        message: 'invalid query',
-        details: q.error.issues.map((i) => ({ path: i.path.join('.') || '(query)', message: i.message })),
-      })
-    }
-    const lastEventId = c.req.header('last-event-id')?.trim() || q.data.last_event_id
+  const route = createRoute({
+    method: 'get',
+    path: '/signals/stream',
+    summary: 'Live signals as server-sent events (admin or read token); `kinds`, resume with Last-Event-ID',
+    security: READ,
+    middleware: [requireReader(deps)] as const,
+    request: { query: StreamQuery },
+    responses: {
+      200: { description: 'The signal log as server-sent events, from Last-Event-ID (or now) on', content: { 'text/event-stream': { schema: z.string() } } },
+      ...errors,
+    },
+  })
+  app.openapi(route, (c) => {
+    const q = c.req.valid('query')
+    const lastEventId = c.req.header('last-event-id')?.trim() || q.last_event_id
     if (lastEventId && !EVENT_ID.test(lastEventId)) {
       throw new ApiError({
         code: 'BAD_REQUEST',
@@ -76,7 +82,7 @@ export function streamRoutes(deps: AppDeps) {
           store: deps.store,
           bus: deps.bus,
           hub,
-          kinds: q.data.kinds?.length ? new Set(q.data.kinds) : undefined,
+          kinds: q.kinds?.length ? new Set(q.kinds) : undefined,
           lastEventId,
           heartbeatMs: deps.config.STREAM_HEARTBEAT_MS,
         }),
@@ -85,6 +91,6 @@ export function streamRoutes(deps: AppDeps) {
         log.warn({ err }, 'signal stream ended by an error')
       },
     )
-  })
+  }, invalid('query', '(query)'))
   return app
 }

@@ -1,5 +1,5 @@
-import { type Context, Hono } from 'hono'
-import { z } from 'zod'
+import { z } from '@hono/zod-openapi'
+import type { Context } from 'hono'
 import { Dispatcher } from '../delivery/dispatcher.js'
 import { Delivery, DeliveryStatus, OutboxStore, publicDelivery } from '../delivery/outbox.js'
 import { publicWebhook, Webhook, WebhookInput, WebhookPatch, WebhookStore } from '../delivery/webhooks.js'
@@ -7,7 +7,7 @@ import { allowPrivateTargets } from '../config.js'
 import { urlRefusal } from '../delivery/targets.js'
 import { ApiError, StoreUnavailableError, zodDetails } from '../errors.js'
 import type { AppDeps, AppEnv } from '../env.js'
-import { requireAdmin } from '../middleware.js'
+import { adminRoutes, documentedBody, invalid, ok, router } from './router.js'
 
 export const CreatedWebhook = Webhook.extend({ secret: z.string() })
 export type CreatedWebhook = z.infer<typeof CreatedWebhook>
@@ -23,31 +23,6 @@ const DeliveryQuery = z.strictObject({
   /** The `next_cursor` of the previous page. */
   cursor: z.string().regex(/^dlv_[0-9A-HJKMNP-TV-Z]{26}$/, 'must be a delivery id (next_cursor)').optional(),
 })
-
-/** The OpenAPI entries of these routes (and the stream's), merged into /openapi.json. */
-export const DELIVERY_OPERATIONS = {
-  'POST /v1/webhooks': { summary: 'Create a webhook endpoint; the answer carries its secret (shown once)', auth: 'admin', body: WebhookInput, response: CreatedWebhook },
-  'GET /v1/webhooks': { summary: 'Webhook endpoints', auth: 'admin', response: WebhookList },
-  'GET /v1/webhooks/{id}': { summary: 'One webhook endpoint', auth: 'admin', response: Webhook },
-  'PATCH /v1/webhooks/{id}': { summary: 'Change an endpoint (url, filters, format, enabled)', auth: 'admin', body: WebhookPatch, response: Webhook },
-  'DELETE /v1/webhooks/{id}': { summary: 'Delete an endpoint (its open deliveries are dropped)', auth: 'admin' },
-  'POST /v1/webhooks/{id}/rotate-secret': {
-    summary: 'New signing secret; the old one also signs for 24 h',
-    auth: 'admin',
-    response: RotatedSecret,
-  },
-  'GET /v1/webhooks/{id}/deliveries': {
-    summary: 'Deliveries of an endpoint, newest first, with every attempt (status code, error); `status`, `limit`, `cursor`',
-    auth: 'admin',
-    response: DeliveryList,
-  },
-  'GET /v1/deliveries/{id}': { summary: 'One delivery with its attempts', auth: 'admin', response: Delivery },
-  'POST /v1/deliveries/{id}/retry': { summary: 'Replay a delivered or dead-lettered delivery (same webhook-id, a new round of attempts)', auth: 'admin', response: Delivery },
-  'GET /v1/signals/stream': {
-    summary: 'Live signals as server-sent events (admin or read token); `kinds`, resume with Last-Event-ID',
-    auth: 'admin',
-  },
-} as const
 
 async function jsonBody(c: Context): Promise<unknown> {
   try {
@@ -80,8 +55,8 @@ export function targetRefusal(deps: Pick<AppDeps, 'webhookTargetRefusal' | 'conf
 }
 
 export function webhookRoutes(deps: AppDeps) {
-  const app = new Hono<AppEnv>()
-  const admin = requireAdmin(deps.adminToken)
+  const app = router()
+  const route = adminRoutes(deps.adminToken)
   const now = deps.now ?? Date.now
   const webhooks = deps.delivery?.dispatcher.webhooks ?? new WebhookStore(deps.store, now)
   const outbox = deps.delivery?.dispatcher.outbox ?? new OutboxStore(deps.store)
@@ -94,65 +69,132 @@ export function webhookRoutes(deps: AppDeps) {
     if (why) throw new ApiError({ code: 'BAD_REQUEST', message: `the webhook target is refused: ${why}`, details: [{ path: 'url', message: why }] })
   }
 
-  app.post('/webhooks', admin, async (c) => {
-    const input = parse(WebhookInput, await jsonBody(c), 'webhook')
-    await checkUrl(input.url)
-    const w = await storeCall(webhooks.create(input))
-    dispatcher?.webhookChanged(w)
-    return c.json({ ...publicWebhook(w), secret: w.secret } satisfies CreatedWebhook, 201)
-  })
+  const WebhookParams = z.object({ id: z.string() })
 
-  app.get('/webhooks', admin, async (c) => {
+  app.openapi(
+    route({
+      method: 'post',
+      path: '/webhooks',
+      summary: 'Create a webhook endpoint; the answer carries its secret (shown once)',
+      // Read by the handler, which names the problem in its own words (and checks the target).
+      request: { body: documentedBody(WebhookInput) },
+      responses: { 201: ok(CreatedWebhook, 'Created') },
+    }),
+    async (c) => {
+      const input = parse(WebhookInput, await jsonBody(c), 'webhook')
+      await checkUrl(input.url)
+      const w = await storeCall(webhooks.create(input))
+      dispatcher?.webhookChanged(w)
+      return c.json({ ...publicWebhook(w), secret: w.secret } satisfies CreatedWebhook, 201)
+    },
+  )
+
+  app.openapi(route({ method: 'get', path: '/webhooks', summary: 'Webhook endpoints', responses: { 200: ok(WebhookList) } }), async (c) => {
     const all = await storeCall(webhooks.list())
-    return c.json({ data: all.map(publicWebhook) })
+    return c.json({ data: all.map(publicWebhook) }, 200)
   })
 
-  app.get('/webhooks/:id', admin, async (c) => c.json(publicWebhook(await storeCall(webhooks.get(c.req.param('id'))))))
+  app.openapi(
+    route({ method: 'get', path: '/webhooks/{id}', summary: 'One webhook endpoint', request: { params: WebhookParams }, responses: { 200: ok(Webhook) } }),
+    async (c) => c.json(publicWebhook(await storeCall(webhooks.get(c.req.param('id')))), 200),
+  )
 
-  app.patch('/webhooks/:id', admin, async (c) => {
-    const patch = parse(WebhookPatch, await jsonBody(c), 'webhook change')
-    await checkUrl(patch.url)
-    const w = await storeCall(webhooks.update(c.req.param('id'), patch))
-    dispatcher?.webhookChanged(w)
-    return c.json(publicWebhook(w))
-  })
+  app.openapi(
+    route({
+      method: 'patch',
+      path: '/webhooks/{id}',
+      summary: 'Change an endpoint (url, filters, format, enabled)',
+      request: { params: WebhookParams, body: documentedBody(WebhookPatch) },
+      responses: { 200: ok(Webhook) },
+    }),
+    async (c) => {
+      const patch = parse(WebhookPatch, await jsonBody(c), 'webhook change')
+      await checkUrl(patch.url)
+      const w = await storeCall(webhooks.update(c.req.param('id'), patch))
+      dispatcher?.webhookChanged(w)
+      return c.json(publicWebhook(w), 200)
+    },
+  )
 
-  app.delete('/webhooks/:id', admin, async (c) => {
-    const w = await storeCall(webhooks.remove(c.req.param('id')))
-    dispatcher?.webhookChanged(w)
-    return c.body(null, 204)
-  })
+  app.openapi(
+    route({
+      method: 'delete',
+      path: '/webhooks/{id}',
+      summary: 'Delete an endpoint (its open deliveries are dropped)',
+      request: { params: WebhookParams },
+      responses: { 204: { description: 'Deleted' } },
+    }),
+    async (c) => {
+      const w = await storeCall(webhooks.remove(c.req.param('id')))
+      dispatcher?.webhookChanged(w)
+      return c.body(null, 204)
+    },
+  )
 
-  app.post('/webhooks/:id/rotate-secret', admin, async (c) => {
-    const w = await storeCall(webhooks.rotateSecret(c.req.param('id')))
-    dispatcher?.webhookChanged(w)
-    return c.json({
-      id: w.id,
-      secret: w.secret,
-      previous_secret_expires_at: new Date(w.previous_secret_until as number).toISOString(),
-    } satisfies RotatedSecret)
-  })
+  app.openapi(
+    route({
+      method: 'post',
+      path: '/webhooks/{id}/rotate-secret',
+      summary: 'New signing secret; the old one also signs for 24 h',
+      request: { params: WebhookParams },
+      responses: { 200: ok(RotatedSecret) },
+    }),
+    async (c) => {
+      const w = await storeCall(webhooks.rotateSecret(c.req.param('id')))
+      dispatcher?.webhookChanged(w)
+      return c.json(
+        {
+          id: w.id,
+          secret: w.secret,
+          previous_secret_expires_at: new Date(w.previous_secret_until as number).toISOString(),
+        } satisfies RotatedSecret,
+        200,
+      )
+    },
+  )
 
-  app.get('/webhooks/:id/deliveries', admin, async (c) => {
-    const q = parse(DeliveryQuery, c.req.query(), 'query')
-    const w = await storeCall(webhooks.get(c.req.param('id')))
-    const page = await storeCall(outbox.list(w.id, { status: q.status, limit: q.limit, before: q.cursor }))
-    return c.json(page satisfies DeliveryList)
-  })
+  app.openapi(
+    route({
+      method: 'get',
+      path: '/webhooks/{id}/deliveries',
+      summary: 'Deliveries of an endpoint, newest first, with every attempt (status code, error); `status`, `limit`, `cursor`',
+      request: { params: WebhookParams, query: DeliveryQuery },
+      responses: { 200: ok(DeliveryList) },
+    }),
+    async (c) => {
+      const q = c.req.valid('query')
+      const w = await storeCall(webhooks.get(c.req.param('id')))
+      const page = await storeCall(outbox.list(w.id, { status: q.status, limit: q.limit, before: q.cursor }))
+      return c.json(page satisfies DeliveryList, 200)
+    },
+    invalid('query'),
+  )
 
-  app.get('/deliveries/:id', admin, async (c) => {
-    const d = await storeCall(outbox.get(c.req.param('id')))
-    const page = await storeCall(outbox.attempts(d.webhook_id, [d.id]))
-    return c.json(publicDelivery(d, page.get(d.id) ?? []))
-  })
+  app.openapi(
+    route({ method: 'get', path: '/deliveries/{id}', summary: 'One delivery with its attempts', request: { params: WebhookParams }, responses: { 200: ok(Delivery) } }),
+    async (c) => {
+      const d = await storeCall(outbox.get(c.req.param('id')))
+      const page = await storeCall(outbox.attempts(d.webhook_id, [d.id]))
+      return c.json(publicDelivery(d, page.get(d.id) ?? []), 200)
+    },
+  )
 
-  app.post('/deliveries/:id/retry', admin, async (c) => {
-    const d = await storeCall(Dispatcher.requeue(webhooks, outbox, c.req.param('id'), now()))
-    dispatcher?.enqueue(d)
-    await deps.onDeliveryReplayed?.(d)
-    const attempts = await storeCall(outbox.attempts(d.webhook_id, [d.id]))
-    return c.json(publicDelivery(d, attempts.get(d.id) ?? []), 202)
-  })
+  app.openapi(
+    route({
+      method: 'post',
+      path: '/deliveries/{id}/retry',
+      summary: 'Replay a delivered or dead-lettered delivery (same webhook-id, a new round of attempts)',
+      request: { params: WebhookParams },
+      responses: { 202: ok(Delivery, 'Queued') },
+    }),
+    async (c) => {
+      const d = await storeCall(Dispatcher.requeue(webhooks, outbox, c.req.param('id'), now()))
+      dispatcher?.enqueue(d)
+      await deps.onDeliveryReplayed?.(d)
+      const attempts = await storeCall(outbox.attempts(d.webhook_id, [d.id]))
+      return c.json(publicDelivery(d, attempts.get(d.id) ?? []), 202)
+    },
+  )
 
   return app
 }
